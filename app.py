@@ -1,0 +1,111 @@
+"""The ASGI app: routes, lifespan and middleware order. ``uvicorn app:app`` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from logging_config.access import AccessLogMiddleware
+from logging_config.correlation import CorrelationIdMiddleware
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from chat.backends import build_backend, preflight
+from chat.endpoints import chat, healthz, http_exception_handler, readyz
+from chat.settings import Settings, SettingsError, load_settings
+from chat.state import AppState
+from logging_config import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; the backend and shared clients are made in the lifespan, once."""
+    settings = settings if settings is not None else load_settings()
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, log_content=settings.log_content
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        backend = build_backend(settings)
+        state = AppState(settings, backend)
+        loader = asyncio.create_task(_load(state), name="backend-load")
+        watcher = asyncio.create_task(state.drainer.watch(), name="drain-watcher")
+        log.info(
+            "started",
+            backend=backend.name,
+            model=settings.resolved_model(),
+            max_streams=state.slots.limit,
+            auth=bool(settings.api_keys),
+        )
+        try:
+            yield {"chat": state}
+        finally:
+            for task in (loader, watcher):
+                task.cancel()
+            await asyncio.gather(loader, watcher, return_exceptions=True)
+            await backend.aclose()
+            log.info("stopped")
+
+    middleware = [
+        Middleware(CorrelationIdMiddleware),
+        Middleware(AccessLogMiddleware),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "X-Stream-ID", "Retry-After", "Location"],
+                max_age=600,
+            )
+        )
+    routes = [
+        Route("/chat", chat, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: http_exception_handler},
+        lifespan=lifespan,
+    )
+
+
+async def _load(state: AppState) -> None:
+    """Load the model in the background so /healthz answers and /readyz says 503 meanwhile."""
+    try:
+        await state.backend.start()
+    except Exception:
+        log.exception("backend_load_failed", backend=state.backend.name)
+        # A server that can never become ready should not linger: stop it like SIGTERM would.
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    log.info("ready", backend=state.backend.name)
+
+
+def app_from_environment() -> Starlette:
+    """``create_app`` for ``uvicorn app:app``: a bad setting stops the process with one line."""
+    try:
+        settings = load_settings()
+        preflight(settings)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return create_app(settings)
+
+
+app = app_from_environment()

@@ -1,0 +1,47 @@
+"""The ``openai`` backend: the OpenAI API or any OpenAI-compatible server via OPENAI_BASE_URL."""
+
+from __future__ import annotations
+
+import httpx
+from agents import ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
+from openai import AsyncOpenAI
+
+from chat.backends import Backend
+from chat.settings import Settings
+
+
+def build_openai_client(settings: Settings) -> AsyncOpenAI:
+    """A client with our own limits: the library's 600 s timeout and 2 retries suit no sidecar."""
+    timeout = httpx.Timeout(
+        connect=settings.openai_connect_timeout_s,
+        # A read waits at most as long as we would wait for the next token anyway.
+        read=max(settings.first_token_timeout_s, settings.idle_timeout_s),
+        write=30.0,
+        pool=settings.openai_connect_timeout_s,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.effective_max_streams(),
+        max_keepalive_connections=200,
+        keepalive_expiry=30.0,
+    )
+    return AsyncOpenAI(
+        # Compatible servers (vLLM, Ollama, llama.cpp) accept any key; the client requires one.
+        api_key=settings.openai_api_key or "not-needed",
+        base_url=settings.openai_base_url,
+        timeout=timeout,
+        max_retries=settings.openai_max_retries,
+        http_client=httpx.AsyncClient(timeout=timeout, limits=limits),
+    )
+
+
+def build_openai_backend(settings: Settings, model_settings: ModelSettings) -> Backend:
+    """Responses or Chat Completions over one shared client, closed with the app."""
+    client = build_openai_client(settings)
+    model_name = settings.resolved_model()
+    if settings.resolved_openai_api() == "responses":
+        model = OpenAIResponsesModel(model=model_name, openai_client=client)
+        name = "openai-responses"
+    else:
+        model = OpenAIChatCompletionsModel(model=model_name, openai_client=client)
+        name = "openai-chat-completions"
+    return Backend(name=name, model=model, model_settings=model_settings, close=client.close)

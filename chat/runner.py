@@ -1,0 +1,257 @@
+"""Agents SDK run -> ChatEvent iterator: deltas, then exactly one ``done`` or ``error``.
+
+The consumer is a thin loop over a pure ``sdk_event -> ChatEvent | None`` mapping. Deadlines
+(first token, idle, total) bound every wait, and ``result.cancel()`` sits in a ``finally``: a
+consumer that stops iterating does not stop the run by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, Final
+
+import msgspec
+import structlog
+from agents import Agent, Model, ModelResponse, ModelSettings, RunConfig, Runner
+from agents.stream_events import StreamEvent
+from openai.types.responses import Response
+
+from chat.errors import spec_for
+from chat.events import ChatEvent, Delta, Done, Error, Usage
+from chat.upstream_errors import error_code_for
+
+log = structlog.get_logger(__name__)
+
+_DELTA: Final = "response.output_text.delta"
+_COMPLETED: Final = "response.completed"
+_RAW: Final = "raw_response_event"
+
+
+class Deadlines(msgspec.Struct, frozen=True):
+    """Seconds allowed until the first token, between tokens, and for the whole run."""
+
+    first_token_s: float = 30.0
+    idle_s: float = 30.0
+    total_s: float = 300.0
+
+
+class RunStats:
+    """What the access log reports about one stream; filled as the stream goes."""
+
+    __slots__ = (
+        "deltas",
+        "finish_reason",
+        "first_token_at",
+        "outcome",
+        "output_chars",
+        "started_at",
+        "upstream_request_id",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.started_at = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.deltas = 0
+        self.output_chars = 0
+        self.outcome: str | None = None
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.upstream_request_id: str | None = None
+
+    def ttft_ms(self) -> float | None:
+        """Milliseconds from the start of the run to the first delta."""
+        if self.first_token_at is None:
+            return None
+        return round((self.first_token_at - self.started_at) * 1000, 2)
+
+
+class RunControl:
+    """Stops a run from outside (shutdown, DELETE) and remembers why, for its ``error`` event."""
+
+    __slots__ = ("_cancel", "code")
+
+    def __init__(self) -> None:
+        self.code: str | None = None
+        self._cancel: Callable[[], None] | None = None
+
+    def stop(self, code: str) -> None:
+        """End the run; its stream finishes with an ``error`` event carrying ``code``."""
+        if self.code is None:
+            self.code = code
+        if self._cancel is not None:
+            self._cancel()
+
+    def attach(self, cancel: Callable[[], None]) -> None:
+        """Connect to a started run; a stop that came first takes effect at once."""
+        self._cancel = cancel
+        if self.code is not None:
+            cancel()
+
+
+class TapModel(Model):
+    """Wraps the real model for one run and remembers every text delta it produced.
+
+    The SDK drops queued events when some errors end a run (Chat Completions stream errors among
+    them); the tap lets the consumer send text the provider produced before it failed.
+    """
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+        self.produced: list[str] = []
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        return await self.inner.get_response(*args, **kwargs)
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        append = self.produced.append
+        async with aclosing(self.inner.stream_response(*args, **kwargs)) as events:  # type: ignore[type-var]
+            async for event in events:
+                if event.type == _DELTA and event.delta:
+                    append(event.delta)
+                yield event
+
+    async def close(self) -> None:
+        return None
+
+
+def map_sdk_event(event: StreamEvent) -> Delta | Response | None:
+    """A text delta becomes a ``Delta``; the completed response is returned for the ``done``."""
+    if event.type != _RAW:
+        return None
+    data = event.data
+    kind = data.type
+    if kind == _DELTA:
+        return Delta(data.delta) if data.delta else None
+    if kind == _COMPLETED:
+        return data.response  # type: ignore[no-any-return,union-attr]
+    return None
+
+
+def finish_reason_of(response: Response | None) -> str:
+    """``length`` when the provider stopped at the output token limit, else ``stop``."""
+    if response is not None and response.incomplete_details is not None:
+        if response.incomplete_details.reason == "max_output_tokens":
+            return "length"
+        return "content_filter"
+    return "stop"
+
+
+async def stream_chat(
+    *,
+    agent: Agent[Any],
+    model: Model,
+    message: str,
+    request_id: str,
+    deadlines: Deadlines,
+    model_settings: ModelSettings,
+    tracing: bool = False,
+    stats: RunStats | None = None,
+    control: RunControl | None = None,
+) -> AsyncIterator[ChatEvent]:
+    """Run the agent on one message and yield its answer as events, ending with one terminal."""
+    stats = stats if stats is not None else RunStats()
+    tap = TapModel(model)
+    result = Runner.run_streamed(
+        agent,
+        input=message,
+        run_config=RunConfig(
+            model=tap,
+            model_settings=model_settings,
+            tracing_disabled=not tracing,
+            trace_include_sensitive_data=False,
+        ),
+    )
+    if control is not None:
+        control.attach(result.cancel)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    total_deadline = started + deadlines.total_s
+    deadline = min(started + deadlines.first_token_s, total_deadline)
+    idle_s = deadlines.idle_s
+    completed: Response | None = None
+    delivered = 0
+    events = result.stream_events()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    sdk_event = await anext(events)
+            except StopAsyncIteration:
+                break
+            mapped = map_sdk_event(sdk_event)
+            if mapped is None:
+                continue
+            if type(mapped) is Delta:
+                if stats.first_token_at is None:
+                    stats.first_token_at = time.perf_counter()
+                delivered += 1
+                stats.deltas += 1
+                stats.output_chars += len(mapped.text)
+                deadline = min(loop.time() + idle_s, total_deadline)
+                yield mapped
+            else:
+                completed = mapped  # type: ignore[assignment]
+    except TimeoutError:
+        log.warning("upstream_failed", code="upstream_timeout", delivered=delivered)
+        async for event in _fail(tap, delivered, "upstream_timeout", request_id, stats):
+            yield event
+        return
+    except Exception as exc:  # CancelledError is a BaseException and propagates
+        code = error_code_for(exc)
+        if code == "internal_error":
+            log.exception("stream_failed", code=code, error_type=type(exc).__name__)
+        else:
+            # The exception's text may hold the upstream body (which can echo a key): type only.
+            log.warning(
+                "upstream_failed",
+                code=code,
+                error_type=type(exc).__name__,
+                upstream_status=getattr(exc, "status_code", None),
+            )
+        async for event in _fail(tap, delivered, code, request_id, stats):
+            yield event
+        return
+    finally:
+        result.cancel()
+        await events.aclose()
+        stats.upstream_request_id = _upstream_request_id(result.raw_responses)
+
+    if completed is None:
+        code = control.code if control is not None and control.code else "upstream_error"
+        async for event in _fail(tap, delivered, code, request_id, stats):
+            yield event
+        return
+    usage = result.context_wrapper.usage
+    stats.usage = Usage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
+    stats.finish_reason = finish_reason_of(completed)
+    stats.outcome = "done"
+    yield Done(finish_reason=stats.finish_reason, usage=stats.usage, request_id=request_id)
+
+
+async def _fail(
+    tap: TapModel, delivered: int, code: str, request_id: str, stats: RunStats
+) -> AsyncIterator[ChatEvent]:
+    """Send text the provider produced but the SDK dropped, then the ``error`` event."""
+    missing = tap.produced[delivered:]
+    if missing:
+        text = "".join(missing)
+        if text:
+            if stats.first_token_at is None:
+                stats.first_token_at = time.perf_counter()
+            stats.deltas += 1
+            stats.output_chars += len(text)
+            yield Delta(text)
+    spec = spec_for(code)
+    stats.outcome = code
+    yield Error(code=code, message=spec.message, retryable=spec.retryable, request_id=request_id)
+
+
+def _upstream_request_id(responses: list[ModelResponse]) -> str | None:
+    for response in reversed(responses):
+        if response.request_id:
+            return response.request_id
+    return None

@@ -1,0 +1,42 @@
+"""What the app builds once at start-up and every request shares (lifespan state)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from agents import Agent, ModelSettings
+
+from chat.admission import StreamSlots
+from chat.backends import Backend
+from chat.lifecycle import Drainer
+from chat.runner import Deadlines
+from chat.settings import Settings
+
+
+class AppState:
+    """Settings, the backend, the agent and the counters of open streams."""
+
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.agent: Agent[Any] = Agent(
+            name="assistant", instructions=settings.instructions, model=backend.model
+        )
+        limit = settings.effective_max_streams()
+        if backend.max_in_flight is not None:
+            limit = min(limit, backend.max_in_flight)
+        self.slots = StreamSlots(limit)
+        self.drainer = Drainer(grace_s=settings.shutdown_grace_s)
+        self.deadlines = Deadlines(
+            first_token_s=settings.first_token_timeout_s,
+            idle_s=settings.idle_timeout_s,
+            total_s=settings.total_timeout_s,
+        )
+
+    def model_settings_for(self, request_id: str) -> ModelSettings:
+        """The backend's settings plus our request id, so the provider's logs can be joined."""
+        base = self.backend.model_settings
+        headers = dict(base.extra_headers or {})
+        headers["X-Request-ID"] = request_id
+        return dataclasses.replace(base, extra_headers=headers)

@@ -1,0 +1,44 @@
+"""Exceptions from the model provider, the SDK or the local runtime -> contract error codes."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import httpx
+import openai
+from agents.exceptions import ModelBehaviorError
+
+_UNAVAILABLE_STATUSES: Final = frozenset({502, 503, 504, 529})
+
+
+def error_code_for(exc: BaseException) -> str:
+    """The code of the first recognised exception in the chain (cause, then context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = _code_of(current)
+        if code is not None:
+            return code
+        current = current.__cause__ or current.__context__
+    return "internal_error"
+
+
+def _code_of(exc: BaseException) -> str | None:
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "upstream_auth"
+    if isinstance(exc, openai.RateLimitError):
+        return "upstream_rate_limited"
+    if isinstance(exc, openai.APITimeoutError | TimeoutError | httpx.TimeoutException):
+        return "upstream_timeout"
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code in _UNAVAILABLE_STATUSES:
+            return "upstream_unavailable"
+        if exc.status_code == 408:
+            return "upstream_timeout"
+        return "upstream_error"
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return "upstream_unavailable"
+    if isinstance(exc, openai.APIError | ModelBehaviorError):
+        return "upstream_error"
+    return None

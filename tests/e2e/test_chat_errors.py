@@ -1,0 +1,172 @@
+"""Every error row of the contract over real sockets: status, code, request id, no model call."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.service import Service
+from tests.support.sse import events_only, read_frames
+
+JSON = {"Content-Type": "application/json"}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert error["message"] and "Traceback" not in error["message"]
+    return error
+
+
+@pytest.fixture(scope="module")
+def client(fake_service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fake_service.base_url, timeout=10) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"not json", b'{"message":"\\q"}', b"\xff", b'{"message":"a"} x', b""]
+)
+def test_malformed_body_when_posted_then_400_invalid_json(
+    client: httpx.Client, body: bytes
+) -> None:
+    assert_error(client.post("/chat", content=body, headers=JSON), 400, "invalid_json")
+
+
+def test_deep_json_when_posted_then_4xx_not_500(client: httpx.Client) -> None:
+    body = b'{"message":"a","x":' + b"[" * 20000 + b"]" * 20000 + b"}"
+    response = client.post("/chat", content=body, headers=JSON)
+    assert response.status_code in {400, 422}
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (b'{"message": 42}', "$.message"),
+        (b'{"message": "hi", "temperature": 2}', "$.temperature"),
+        (b"{}", "$.message"),
+        (b'{"message": "   "}', "$.message"),
+        (b'{"message": "hi", "conversation_id": "no spaces"}', "$.conversation_id"),
+        (b"[1, 2]", "$"),
+    ],
+)
+def test_wrong_shape_when_posted_then_422_with_path(
+    client: httpx.Client, body: bytes, path: str
+) -> None:
+    error = assert_error(client.post("/chat", content=body, headers=JSON), 422, "invalid_request")
+    assert error["details"][0]["path"] == path  # type: ignore[index]
+
+
+def test_message_over_limit_when_posted_then_422(client: httpx.Client) -> None:
+    response = client.post("/chat", json={"message": "x" * 32001})
+    error = assert_error(response, 422, "invalid_request")
+    assert error["details"] == [
+        {"path": "$.message", "message": "must be at most 32000 characters"}
+    ]
+
+
+def test_conversation_id_when_valid_then_accepted(client: httpx.Client) -> None:
+    response = client.post(
+        "/chat",
+        json={"message": "hi", "conversation_id": "conv_1-A"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type_when_posted_then_415(
+    client: httpx.Client, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/chat", content=b'{"message":"hi"}', headers=headers)
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_json_content_type_with_charset_when_posted_then_accepted(client: httpx.Client) -> None:
+    response = client.post(
+        "/chat",
+        content=b'{"message":"hi"}',
+        headers={"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"},
+    )
+    assert response.status_code == 200
+
+
+def test_unknown_path_when_requested_then_404_json(client: httpx.Client) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_wrong_method_when_requested_then_405_with_allow(client: httpx.Client) -> None:
+    response = client.get("/chat")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["allow"]
+    assert_error(client.post("/healthz"), 405, "method_not_allowed")
+
+
+def test_announced_large_body_when_posted_then_413_and_close(client: httpx.Client) -> None:
+    response = client.post("/chat", content=b"x" * 70000, headers=JSON)
+    assert_error(response, 413, "payload_too_large")
+    assert response.headers["connection"] == "close"
+
+
+def test_chunked_large_body_when_posted_then_413(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"message":"'
+        for _ in range(100):
+            yield b"y" * 1000
+        yield b'"}'
+
+    response = client.post("/chat", content=chunks(), headers=JSON)
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_lying_content_length_when_body_keeps_coming_then_cut_off(fake_service: Service) -> None:
+    """A client that announces a small body, then sends 10 MB: answered 413 without reading all."""
+    with socket.create_connection(("127.0.0.1", fake_service.port), timeout=10) as sock:
+        head = (
+            b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.sendall(head)
+        chunk = b"x" * 65536
+        frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        sent = 0
+        try:
+            for _ in range(160):  # up to 10 MB, bounded
+                sock.sendall(frame)
+                sent += len(chunk)
+        except OSError:
+            pass  # the server closed on us: the point of the test
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert sent < 10 * 1024 * 1024 or b"payload_too_large" in reply
+
+
+def test_bad_inputs_when_many_then_server_still_serves(client: httpx.Client) -> None:
+    for body in [b"{", b"[]", b'{"message":1}'] * 10:
+        assert client.post("/chat", content=body, headers=JSON).status_code in {400, 422}
+    with client.stream("POST", "/chat", json={"message": "still there?"}) as response:
+        frames = events_only(read_frames(response))
+    assert frames[-1].event == "done"
+
+
+def test_auth_when_keys_configured_then_401_without_valid_bearer() -> None:
+    with Service({"CHAT_BACKEND": "fake", "CHAT_API_KEYS": "k-one,k-two"}) as service:
+        url = service.base_url + "/chat"
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic k-one"}]:
+            response = httpx.post(url, json={"message": "hi"}, headers=headers)
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
+        ok = httpx.post(
+            url,
+            json={"message": "hi"},
+            headers={"Authorization": "Bearer k-two", "Accept": "application/json"},
+        )
+        assert ok.status_code == 200
+        assert httpx.get(service.base_url + "/healthz").status_code == 200

@@ -1,0 +1,104 @@
+"""Operational behaviour: overload, keep-alive pings, graceful shutdown, bad configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+
+from tests.support.service import ROOT, Service, clean_env
+from tests.support.sse import events_only, read_frames
+
+
+def test_streams_over_limit_when_posted_then_503_overloaded_with_retry_after() -> None:
+    env = {"CHAT_BACKEND": "fake", "CHAT_FAKE_DELAY_MS": "100", "CHAT_MAX_CONCURRENT_STREAMS": "1"}
+    with Service(env) as service, httpx.Client(base_url=service.base_url, timeout=20) as client:
+        with client.stream("POST", "/chat", json={"message": "first"}) as first:
+            lines = first.iter_lines()
+            assert next(lines) == "event: delta"  # the first stream holds the only slot
+            second = client.post("/chat", json={"message": "second"})
+            assert second.status_code == 503
+            assert second.json()["error"]["code"] == "overloaded"
+            assert second.headers["retry-after"].isdigit()
+            assert second.json()["error"]["request_id"] == second.headers["x-request-id"]
+        # The slot is free again once the first client has gone.
+        service.wait_for_log(event="request", outcome="client_disconnected")
+        third = client.post(
+            "/chat", json={"message": "third"}, headers={"Accept": "application/json"}
+        )
+        assert third.status_code == 200
+
+
+def test_quiet_stream_when_ping_interval_passes_then_ping_comment() -> None:
+    env = {
+        "CHAT_BACKEND": "fake",
+        "CHAT_FAKE_TOKENS": "2",
+        "CHAT_FAKE_DELAY_MS": "600",
+        "CHAT_PING_INTERVAL_S": "0.2",
+    }
+    with (
+        Service(env) as service,
+        httpx.stream(
+            "POST", service.base_url + "/chat", json={"message": "hi"}, timeout=20
+        ) as response,
+    ):
+        frames = read_frames(response)
+    assert any(f.comment == "ping" for f in frames)
+    assert [f.event for f in events_only(frames)] == ["delta", "delta", "done"]
+    assert [f.id for f in events_only(frames)] == ["1", "2", "3"]
+
+
+def test_sigterm_when_stream_open_then_error_shutting_down_and_clean_exit() -> None:
+    env = {
+        "CHAT_BACKEND": "fake",
+        "CHAT_FAKE_TOKENS": "1000",
+        "CHAT_FAKE_DELAY_MS": "50",
+        "CHAT_SHUTDOWN_GRACE_S": "0.5",
+    }
+    service = Service(env)
+    try:
+        with httpx.stream(
+            "POST", service.base_url + "/chat", json={"message": "long"}, timeout=20
+        ) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: delta"
+            service.proc.send_signal(15)
+            service.wait_for_log(event="draining")
+            rest = events_only(read_frames(response))
+        assert rest[-1].event == "error"
+        assert rest[-1].data["code"] == "shutting_down"
+        assert rest[-1].data["retryable"] is True
+        assert sum(f.event in {"done", "error"} for f in rest) == 1
+        assert service.proc.wait(20) == 0
+    finally:
+        service.terminate()
+
+
+def test_bad_setting_when_starting_then_one_line_naming_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", "0"],
+        cwd=ROOT,
+        env=clean_env({"CHAT_MAX_BODY_BYTES": "lots"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == ["configuration error: CHAT_MAX_BODY_BYTES: expected an integer >= 64"]
+
+
+def test_module_entry_when_bad_setting_then_same_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chat"],
+        cwd=ROOT,
+        env=clean_env({"CHAT_BACKEND": "gpt"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "configuration error: CHAT_BACKEND: expected one of auto, openai, local, fake"
+    )
