@@ -132,8 +132,8 @@ def _float_range(low: float, high: float | None = None) -> Callable[[str], float
 
 def _range_text(kind: str, low: float, high: float | None) -> str:
     if high is None:
-        return f"expected {kind} >= {low:g}"
-    return f"expected {kind} between {low:g} and {high:g}"
+        return f"expected {kind} >= {low}"
+    return f"expected {kind} between {low} and {high}"
 
 
 def _choice(*choices: str) -> Callable[[str], str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 import httpx
+import httpx2
 import openai
 from agents.exceptions import ModelBehaviorError
 
@@ -29,7 +30,10 @@ def _code_of(exc: BaseException) -> str | None:
         return "upstream_auth"
     if isinstance(exc, openai.RateLimitError):
         return "upstream_rate_limited"
-    if isinstance(exc, openai.APITimeoutError | TimeoutError | httpx.TimeoutException):
+    if isinstance(
+        exc,
+        openai.APITimeoutError | TimeoutError | httpx.TimeoutException | httpx2.TimeoutException,
+    ):
         return "upstream_timeout"
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code in _UNAVAILABLE_STATUSES:
@@ -37,7 +41,7 @@ def _code_of(exc: BaseException) -> str | None:
         if exc.status_code == 408:
             return "upstream_timeout"
         return "upstream_error"
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | httpx2.TransportError):
         return "upstream_unavailable"
     if isinstance(exc, openai.APIError | ModelBehaviorError):
         return "upstream_error"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 from agents import ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from chat.backends import Backend
 from chat.settings import Settings
@@ -12,14 +12,14 @@ from chat.settings import Settings
 
 def build_openai_client(settings: Settings) -> AsyncOpenAI:
     """A client with our own limits: the library's 600 s timeout and 2 retries suit no sidecar."""
-    timeout = httpx.Timeout(
+    timeout = httpx2.Timeout(
         connect=settings.openai_connect_timeout_s,
         # A read waits at most as long as we would wait for the next token anyway.
         read=max(settings.first_token_timeout_s, settings.idle_timeout_s),
         write=30.0,
         pool=settings.openai_connect_timeout_s,
     )
-    limits = httpx.Limits(
+    limits = httpx2.Limits(
         max_connections=settings.effective_max_streams(),
         max_keepalive_connections=200,
         keepalive_expiry=30.0,
@@ -30,7 +30,8 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
         base_url=settings.openai_base_url,
         timeout=timeout,
         max_retries=settings.openai_max_retries,
-        http_client=httpx.AsyncClient(timeout=timeout, limits=limits),
+        # openai 3.x speaks httpx2; its default client subclass keeps the SDK's own settings.
+        http_client=DefaultAsyncHttpxClient(timeout=timeout, limits=limits),
     )
 
 
