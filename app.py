@@ -7,28 +7,32 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
-from logging_config.access import AccessLogMiddleware
-from logging_config.correlation import CorrelationIdMiddleware
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from chat.backends import build_backend, preflight
+from chat.backends import Backend, build_backend, preflight
 from chat.endpoints import chat, healthz, http_exception_handler, readyz
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
 from logging_config import configure_logging
+from logging_config.access import AccessLogMiddleware
+from logging_config.correlation import CorrelationIdMiddleware
 
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    backend_factory: Callable[[Settings], Backend] = build_backend,
+) -> Starlette:
     """Build the app; the backend and shared clients are made in the lifespan, once."""
     settings = settings if settings is not None else load_settings()
     configure_logging(
@@ -37,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        backend = build_backend(settings)
+        backend = backend_factory(settings)
         state = AppState(settings, backend)
         loader = asyncio.create_task(_load(state), name="backend-load")
         watcher = asyncio.create_task(state.drainer.watch(), name="drain-watcher")
