@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_base_url: str | None = None
     model: str | None = None
     openai_api: OpenAIApi | None = None
+    openai_impl: Literal["fast", "stock"] = "fast"
     openai_max_retries: int = 1
     openai_connect_timeout_s: float = 5.0
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -176,6 +177,7 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_BACKEND": ("backend", _choice("auto", "openai", "local", "fake")),
     "CHAT_MODEL": ("model", _text),
     "CHAT_OPENAI_API": ("openai_api", _choice("responses", "chat_completions")),
+    "CHAT_OPENAI_IMPL": ("openai_impl", _choice("fast", "stock")),
     "CHAT_OPENAI_MAX_RETRIES": ("openai_max_retries", _int_range(0, 10)),
     "CHAT_OPENAI_CONNECT_TIMEOUT_S": ("openai_connect_timeout_s", _float_range(0.1, 300)),
     "CHAT_INSTRUCTIONS": ("instructions", _text),
