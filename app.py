@@ -18,9 +18,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from chat.backends import Backend, build_backend, preflight
-from chat.endpoints import chat, healthz, http_exception_handler, readyz
+from chat.endpoints import (
+    chat,
+    create_stream,
+    healthz,
+    http_exception_handler,
+    readyz,
+    stream_resource,
+)
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
+from chat.stream_store import MemoryStreamStore, StreamStore
 from logging_config import configure_logging
 from logging_config.access import AccessLogMiddleware
 from logging_config.correlation import CorrelationIdMiddleware
@@ -42,9 +50,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         backend = backend_factory(settings)
-        state = AppState(settings, backend)
-        loader = asyncio.create_task(_load(state), name="backend-load")
-        watcher = asyncio.create_task(state.drainer.watch(), name="drain-watcher")
+        store, shared = await open_stream_store(settings)
+        state = AppState(settings, backend, store, shared_store=shared)
+        tasks = [
+            asyncio.create_task(_load(state), name="backend-load"),
+            asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
+        ]
+        if shared:
+            tasks.append(
+                asyncio.create_task(state.streams.watch_remote_cancels(), name="remote-cancels")
+            )
         log.info(
             "started",
             backend=backend.name,
@@ -55,9 +70,11 @@ def create_app(
         try:
             yield {"chat": state}
         finally:
-            for task in (loader, watcher):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(loader, watcher, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.streams.aclose()
+            await store.aclose()
             await backend.aclose()
             log.info("stopped")
 
@@ -78,6 +95,8 @@ def create_app(
         )
     routes = [
         Route("/chat", chat, methods=["POST"]),
+        Route("/chat/streams", create_stream, methods=["POST"]),
+        Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -86,6 +105,22 @@ def create_app(
         middleware=middleware,
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
+    )
+
+
+async def open_stream_store(settings: Settings) -> tuple[StreamStore, bool]:
+    """Redis Streams when REDIS_URL is set (readers may resume on any worker), else memory."""
+    if settings.redis_url:
+        from chat.stream_store_redis import RedisStreamStore
+
+        store = await RedisStreamStore.connect(
+            settings.redis_url,
+            ttl_s=settings.stream_ttl_s,
+        )
+        return store, True
+    return (
+        MemoryStreamStore(ttl_s=settings.stream_ttl_s, max_finished=settings.stream_max_finished),
+        False,
     )
 
 

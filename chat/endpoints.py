@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final
 
+import anyio
 import msgspec
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -16,10 +17,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chat.errors import ChatError, spec_for
-from chat.events import ChatEvent, Delta, Done, Error, encode_sse
+from chat.events import ChatEvent, Delta, Done, Error, encode_retry
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
+from chat.settings import Settings
 from chat.state import AppState
+from chat.streams import StreamRun
 
 log = structlog.get_logger(__name__)
 
@@ -166,9 +169,20 @@ async def readyz(request: Request) -> Response:
 
 async def chat(request: Request) -> Response:
     """``POST /chat``: one message in, the answer out as SSE (or one JSON reply)."""
+    return await _guarded(request, _chat)
+
+
+async def create_stream(request: Request) -> Response:
+    """``POST /chat/streams``: start the run; readers follow it at ``events_url``."""
+    return await _guarded(request, _create_stream)
+
+
+async def _guarded(
+    request: Request, handler: Callable[[Request, str], Awaitable[Response]]
+) -> Response:
     request_id = request_id_of(request)
     try:
-        return await _chat(request, request_id)
+        return await handler(request, request_id)
     except ChatError as exc:
         access_record(request)["outcome"] = exc.code
         return error_response(
@@ -179,7 +193,18 @@ async def chat(request: Request) -> Response:
         return Response(status_code=400)
 
 
-async def _chat(request: Request, request_id: str) -> Response:
+class Reply:
+    """What a JSON-mode reader needs from the run: the text and the terminal event."""
+
+    __slots__ = ("parts", "terminal")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.terminal: Done | Error | None = None
+
+
+async def _start_run(request: Request, request_id: str, *, reply: Reply | None = None) -> StreamRun:
+    """Check, decode and admit the request, then start its run into the stream store."""
     state: AppState = request.state.chat
     settings = state.settings
     if not is_authorized(request.headers.get("authorization"), settings.api_keys):
@@ -214,18 +239,128 @@ async def _chat(request: Request, request_id: str) -> Response:
         stats=stats,
         control=control,
     )
-    tracked = _tracked(events, state, control, stats, access, keep_text=settings.log_content)
-    if wants_json(request.headers.get("accept")):
-        return await _json_reply(tracked, request_id)
+    held = _holding_slot(events, state, control, reply, access, keep_text=settings.log_content)
+    try:
+        run = await state.streams.start(held, control=control, stats=stats)
+    except BaseException:
+        state.slots.release()
+        raise
+    access["stream_id"] = run.stream_id
+    return run
+
+
+async def _chat(request: Request, request_id: str) -> Response:
+    state: AppState = request.state.chat
+    json_mode = wants_json(request.headers.get("accept"))
+    reply = Reply() if json_mode else None
+    run = await _start_run(request, request_id, reply=reply)
+    headers = {"X-Stream-ID": run.stream_id}
+    frames = state.streams.follow(run.stream_id, 0)
+    access = access_record(request)
+    if reply is not None:
+        async with aclosing(frames):
+            async for _ in frames:
+                pass
+        _record_run(access, run.stats, delivered=True)
+        return _json_reply(reply, request_id, headers)
+    return _event_stream(_reporting(frames, run.stats, access), state.settings, headers)
+
+
+async def _create_stream(request: Request, request_id: str) -> Response:
+    run = await _start_run(request, request_id)
+    events_url = f"/chat/streams/{run.stream_id}"
+    access_record(request)["outcome"] = "created"
+    body = {"stream_id": run.stream_id, "events_url": events_url, "request_id": request_id}
+    return Response(
+        _json.encode(body),
+        status_code=201,
+        media_type=_JSON_TYPE,
+        headers={"Location": events_url, "X-Stream-ID": run.stream_id},
+    )
+
+
+async def stream_resource(request: Request) -> Response:
+    """``/chat/streams/{id}``: GET reads it, DELETE cancels it."""
+    if request.method == "DELETE":
+        return await cancel_stream(request)
+    return await read_stream(request)
+
+
+async def read_stream(request: Request) -> Response:
+    """``GET /chat/streams/{id}``: the stream from its start or after ``Last-Event-ID``."""
+    state: AppState = request.state.chat
+    request_id = request_id_of(request)
+    stream_id = request.path_params["stream_id"]
+    access = access_record(request)
+    access["stream_id"] = stream_id
+    raw_after = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    after = parse_last_event_id(raw_after)
+    if after is None:
+        access["outcome"] = "invalid_request"
+        return error_response(
+            "invalid_request",
+            request_id,
+            message="Last-Event-ID must be an event id of this stream.",
+            details=[{"path": "Last-Event-ID", "message": "expected a non-negative integer"}],
+            status=400,
+        )
+    info = await state.streams.store.info(stream_id)
+    if info is None:
+        access["outcome"] = "not_found"
+        return error_response("not_found", request_id, message="Unknown or expired stream.")
+    access["resumed_after"] = after
+    if info.finished and after >= info.last_id:
+        # The client has every event: 204 is what stops EventSource from reconnecting.
+        access["outcome"] = "complete"
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    frames = state.streams.follow(stream_id, after)
+    return _event_stream(
+        _reading(frames, access), state.settings, {}, retry_ms=state.settings.sse_retry_ms
+    )
+
+
+async def cancel_stream(request: Request) -> Response:
+    """``DELETE /chat/streams/{id}``: cancel the run; readers get an ``error`` ``cancelled``."""
+    state: AppState = request.state.chat
+    request_id = request_id_of(request)
+    if not is_authorized(request.headers.get("authorization"), state.settings.api_keys):
+        return error_response("unauthorized", request_id, headers={"WWW-Authenticate": "Bearer"})
+    stream_id = request.path_params["stream_id"]
+    info = await state.streams.store.info(stream_id)
+    if info is None:
+        return error_response("not_found", request_id, message="Unknown or expired stream.")
+    if not info.finished and not state.streams.cancel(stream_id):
+        await state.streams.store.request_cancel(stream_id)  # it runs on another worker
+    access_record(request)["outcome"] = "cancelled" if not info.finished else "complete"
+    return Response(status_code=204)
+
+
+def parse_last_event_id(raw: str | None) -> int | None:
+    """``None`` or empty means from the start (0); anything but a small non-negative int is bad."""
+    if raw is None or raw.strip() == "":
+        return 0
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        return None
+    return int(raw)
+
+
+def _event_stream(
+    body: AsyncIterator[bytes],
+    settings: Settings,
+    headers: dict[str, str],
+    *,
+    retry_ms: int | None = None,
+) -> EventSourceResponse:
     response = EventSourceResponse(
-        _sse_frames(tracked),
+        _with_retry(body, retry_ms) if retry_ms is not None else body,
         ping=settings.ping_interval_s,
         sep="\n",
         ping_message_factory=_ping,
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", **headers},
         # sse-starlette cancels streams on shutdown unless told to wait; our drainer ends them
         # first with a farewell event, so give it the grace period plus time to send it.
-        shutdown_event=_unused_event(),
+        shutdown_event=anyio.Event(),
         shutdown_grace_period=settings.shutdown_grace_s + 2.0,
     )
     # Connection is hop-by-hop and forbidden in HTTP/2; HTTP/1.1 keeps alive by default.
@@ -237,76 +372,112 @@ def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping", sep="\n")
 
 
-def _unused_event() -> Any:
-    import anyio
+async def _with_retry(body: AsyncIterator[bytes], retry_ms: int) -> AsyncIterator[bytes]:
+    yield encode_retry(retry_ms)
+    async with aclosing(body):
+        async for chunk in body:
+            yield chunk
 
-    return anyio.Event()
 
-
-async def _tracked(
+async def _holding_slot(
     events: AsyncIterator[ChatEvent],
     state: AppState,
     control: RunControl,
-    stats: RunStats,
+    reply: Reply | None,
     access: dict[str, Any],
     *,
     keep_text: bool = False,
 ) -> AsyncIterator[ChatEvent]:
-    """Hold the stream slot and drainer registration for the life of the run; fill the log."""
+    """Hold the stream slot and the drainer registration for the life of the run."""
     state.drainer.register(control.stop)
-    answer: list[str] | None = [] if keep_text else None
+    answer: list[str] | None = reply.parts if reply is not None else ([] if keep_text else None)
     try:
         async with aclosing(events):
             async for event in events:
-                if answer is not None and type(event) is Delta:
-                    answer.append(event.text)
+                if type(event) is Delta:
+                    if answer is not None:
+                        answer.append(event.text)
+                elif reply is not None:
+                    reply.terminal = event  # type: ignore[assignment]
                 yield event
     finally:
-        if answer is not None:
+        if keep_text and answer is not None:
             access["answer_text"] = "".join(answer)
         state.drainer.unregister(control.stop)
         state.slots.release()
-        access["ttft_ms"] = stats.ttft_ms()
-        access["deltas"] = stats.deltas
-        access["output_chars"] = stats.output_chars
-        access["outcome"] = stats.outcome or "client_disconnected"
-        if stats.finish_reason:
-            access["finish_reason"] = stats.finish_reason
-        if stats.usage is not None:
-            access["input_tokens"] = stats.usage.input_tokens
-            access["output_tokens"] = stats.usage.output_tokens
-        if stats.upstream_request_id:
-            access["upstream_request_id"] = stats.upstream_request_id
-        access["stream_ms"] = round((time.perf_counter() - stats.started_at) * 1000, 2)
 
 
-async def _sse_frames(events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
-    """Number the events 1, 2, 3 … and encode each once."""
-    event_id = 0
-    async with aclosing(events):
-        async for event in events:
-            event_id += 1
-            yield encode_sse(event, event_id)
+async def _reporting(
+    frames: AsyncIterator[bytes], stats: RunStats, access: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """Pass frames through; when the reader ends, put the run's figures in the access line."""
+    delivered = False
+    try:
+        async with aclosing(frames):
+            async for chunk in frames:
+                yield chunk
+        delivered = True
+    finally:
+        _record_run(access, stats, delivered=delivered)
 
 
-async def _json_reply(events: AsyncIterator[ChatEvent], request_id: str) -> Response:
-    """Collect the whole answer; a stream error becomes the matching error status."""
-    parts: list[str] = []
-    terminal: Done | Error | None = None
-    async with aclosing(events):
-        async for event in events:
-            if type(event) is Delta:
-                parts.append(event.text)
-            else:
-                terminal = event  # type: ignore[assignment]
+async def _reading(frames: AsyncIterator[bytes], access: dict[str, Any]) -> AsyncIterator[bytes]:
+    """A resumed reader's access line: how many bytes it got and how it ended."""
+    sent = 0
+    last = b""
+    try:
+        async with aclosing(frames):
+            async for chunk in frames:
+                sent += len(chunk)
+                last = chunk
+                yield chunk
+        access["outcome"] = terminal_outcome(last)
+    finally:
+        access.setdefault("outcome", "client_disconnected")
+        access["bytes_sent"] = sent
+
+
+def terminal_outcome(chunk: bytes) -> str:
+    """``done`` or the error code of the terminal frame at the end of ``chunk``."""
+    start = chunk.rfind(b"event: ")
+    if start < 0:
+        return "incomplete"
+    if chunk.startswith(b"event: done", start):
+        return "done"
+    data = chunk.rfind(b"data: ")
+    try:
+        return str(msgspec.json.decode(chunk[data + 6 :].strip()).get("code", "error"))
+    except (msgspec.DecodeError, AttributeError):
+        return "error"
+
+
+def _record_run(access: dict[str, Any], stats: RunStats, *, delivered: bool) -> None:
+    access["ttft_ms"] = stats.ttft_ms()
+    access["deltas"] = stats.deltas
+    access["output_chars"] = stats.output_chars
+    access["outcome"] = (stats.outcome or "incomplete") if delivered else "client_disconnected"
+    if stats.finish_reason:
+        access["finish_reason"] = stats.finish_reason
+    if stats.usage is not None:
+        access["input_tokens"] = stats.usage.input_tokens
+        access["output_tokens"] = stats.usage.output_tokens
+    if stats.upstream_request_id:
+        access["upstream_request_id"] = stats.upstream_request_id
+    access["stream_ms"] = round((time.perf_counter() - stats.started_at) * 1000, 2)
+
+
+def _json_reply(reply: Reply, request_id: str, headers: dict[str, str]) -> Response:
+    """The whole answer as JSON; a stream error becomes the matching error status."""
+    terminal = reply.terminal
     if type(terminal) is Done:
         body = {
-            "text": "".join(parts),
+            "text": "".join(reply.parts),
             "finish_reason": terminal.finish_reason,
             "usage": terminal.usage,
             "request_id": request_id,
         }
-        return Response(_json.encode(body), media_type=_JSON_TYPE)
-    code = terminal.code if terminal is not None else "internal_error"
-    headers = {"Retry-After": "1"} if spec_for(code).retryable else None
+        return Response(_json.encode(body), media_type=_JSON_TYPE, headers=headers)
+    code = terminal.code if type(terminal) is Error else "internal_error"
+    if spec_for(code).retryable:
+        headers = {**headers, "Retry-After": "1"}
     return error_response(code, request_id, headers=headers)

@@ -35,6 +35,7 @@ ERRORS: Final[dict[str, ErrorSpec]] = {
     "upstream_timeout": ErrorSpec(504, "The model did not answer in time.", True),
     "upstream_unavailable": ErrorSpec(503, "The model provider is unavailable.", True),
     "upstream_error": ErrorSpec(502, "The model provider returned an error.", True),
+    "cancelled": ErrorSpec(409, "The stream was cancelled.", False),
     "internal_error": ErrorSpec(500, "Internal server error.", True),
 }
 

@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_s: float = 30.0
     total_timeout_s: float = 300.0
     shutdown_grace_s: float = 5.0
+    detached_grace_s: float = 10.0
+    stream_ttl_s: float = 300.0
+    stream_max_finished: int = 10_000
+    sse_retry_ms: int = 1000
+    redis_url: str | None = None
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     log_content: bool = False
@@ -164,6 +169,13 @@ def _url(raw: str) -> str:
     return value
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
 def _optional_threads(raw: str) -> int | None:
     if raw.strip().lower() in {"", "auto"}:
         return None
@@ -191,6 +203,11 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_IDLE_TIMEOUT_S": ("idle_timeout_s", _float_range(0.01, 3600)),
     "CHAT_TOTAL_TIMEOUT_S": ("total_timeout_s", _float_range(0.01, 86400)),
     "CHAT_SHUTDOWN_GRACE_S": ("shutdown_grace_s", _float_range(0, 3600)),
+    "CHAT_DETACHED_GRACE_S": ("detached_grace_s", _float_range(0, 3600)),
+    "CHAT_STREAM_TTL_S": ("stream_ttl_s", _float_range(1, 86400)),
+    "CHAT_STREAM_MAX_FINISHED": ("stream_max_finished", _int_range(0, 10_000_000)),
+    "CHAT_SSE_RETRY_MS": ("sse_retry_ms", _int_range(0, 600_000)),
+    "REDIS_URL": ("redis_url", _redis_url),
     "CHAT_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
     "CHAT_LOG_FORMAT": ("log_format", _choice("json", "console")),
     "CHAT_LOG_CONTENT": ("log_content", _parse_bool),

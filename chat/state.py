@@ -12,12 +12,21 @@ from chat.backends import Backend
 from chat.lifecycle import Drainer
 from chat.runner import Deadlines
 from chat.settings import Settings
+from chat.stream_store import MemoryStreamStore, StreamStore
+from chat.streams import StreamManager
 
 
 class AppState:
     """Settings, the backend, the agent and the counters of open streams."""
 
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        store: StreamStore | None = None,
+        *,
+        shared_store: bool = False,
+    ) -> None:
         self.settings = settings
         self.backend = backend
         self.agent: Agent[Any] = Agent(
@@ -28,6 +37,13 @@ class AppState:
             limit = min(limit, backend.max_in_flight)
         self.slots = StreamSlots(limit)
         self.drainer = Drainer(grace_s=settings.shutdown_grace_s)
+        if store is None:
+            store = MemoryStreamStore(
+                ttl_s=settings.stream_ttl_s, max_finished=settings.stream_max_finished
+            )
+        self.streams = StreamManager(
+            store, grace_s=settings.detached_grace_s, shared_store=shared_store
+        )
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,

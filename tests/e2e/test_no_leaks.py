@@ -23,7 +23,9 @@ def wait_until(predicate, timeout: float = 3.0) -> bool:  # type: ignore[no-unty
 
 
 def test_disconnects_when_repeated_then_no_task_or_slot_left_behind() -> None:
-    settings = load_settings({"CHAT_BACKEND": "fake", "CHAT_FAKE_DELAY_MS": "20"})
+    settings = load_settings(
+        {"CHAT_BACKEND": "fake", "CHAT_FAKE_DELAY_MS": "20", "CHAT_DETACHED_GRACE_S": "0"}
+    )
     with ThreadedServer(create_app(settings)) as server:
         # A first full stream starts what lives as long as the loop (sse-starlette's watcher).
         with httpx.stream("POST", server.base_url + "/chat", json={"message": "warm"}) as first:

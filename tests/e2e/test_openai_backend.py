@@ -25,6 +25,7 @@ def service(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[
         "CHAT_MODEL": "fake-model",
         "CHAT_FIRST_TOKEN_TIMEOUT_S": "1",
         "CHAT_IDLE_TIMEOUT_S": "1",
+        "CHAT_DETACHED_GRACE_S": "0",
     }
     with Service(env) as service:
         yield service

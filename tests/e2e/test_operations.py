@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import httpx
 
@@ -12,7 +13,12 @@ from tests.support.sse import events_only, parse_lines, read_frames
 
 
 def test_streams_over_limit_when_posted_then_503_overloaded_with_retry_after() -> None:
-    env = {"CHAT_BACKEND": "fake", "CHAT_FAKE_DELAY_MS": "100", "CHAT_MAX_CONCURRENT_STREAMS": "1"}
+    env = {
+        "CHAT_BACKEND": "fake",
+        "CHAT_FAKE_DELAY_MS": "100",
+        "CHAT_MAX_CONCURRENT_STREAMS": "1",
+        "CHAT_DETACHED_GRACE_S": "0",
+    }
     with Service(env) as service, httpx.Client(base_url=service.base_url, timeout=20) as client:
         with client.stream("POST", "/chat", json={"message": "first"}) as first:
             lines = first.iter_lines()
@@ -22,8 +28,12 @@ def test_streams_over_limit_when_posted_then_503_overloaded_with_retry_after() -
             assert second.json()["error"]["code"] == "overloaded"
             assert second.headers["retry-after"].isdigit()
             assert second.json()["error"]["request_id"] == second.headers["x-request-id"]
-        # The slot is free again once the first client has gone.
-        service.wait_for_log(event="request", outcome="client_disconnected")
+        # The slot is free again once the first client has gone and its run was cancelled.
+        service.wait_for_log(event="stream_detached_cancel")
+        for _ in range(100):  # bounded: the cancelled run ends within a few loop turns
+            if client.get("/readyz").json()["open_streams"] == 0:
+                break
+            time.sleep(0.02)
         third = client.post(
             "/chat", json={"message": "third"}, headers={"Accept": "application/json"}
         )

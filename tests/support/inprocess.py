@@ -25,12 +25,14 @@ class ThreadedServer:
 
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.server.serve(sockets=[self._sock]))
         # Library tasks that live as long as the loop (sse-starlette's shutdown watcher).
         pending = asyncio.all_tasks(self.loop)
         for task in pending:
             task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
     def task_count(self) -> int:

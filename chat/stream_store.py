@@ -1,0 +1,198 @@
+"""Where stream events live: a per-stream log of SSE frames that readers replay and follow.
+
+A frame is the full SSE bytes of one event; its id is its 1-based position in the log, so
+"after Last-Event-ID k" is simply "frames k+1 …". The store also carries the two signals that
+must reach the worker running a stream from anywhere: how many readers are attached, and a
+request to cancel. ``MemoryStreamStore`` is the default; ``RedisStreamStore`` (Redis Streams)
+lets a reader resume on another worker or replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+
+class StreamNotFound(Exception):
+    """No stream with that id (never created, or expired)."""
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    """What a reader needs to decide between 200, 204 and 404."""
+
+    last_id: int
+    finished: bool
+
+
+class StreamStore(Protocol):
+    """Storage of stream logs; every method is safe to call from any worker."""
+
+    async def create(self, stream_id: str) -> None:
+        """Start an empty log."""
+
+    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> None:
+        """Add frames in order; ``finished`` marks the last one as the terminal event."""
+
+    async def info(self, stream_id: str) -> StreamInfo | None:
+        """The log's length and whether it is finished; None when unknown or expired."""
+
+    def read(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
+        """Frames after id ``after``, batched, following the log until its terminal frame."""
+
+    async def reader_joined(self, stream_id: str) -> None:
+        """A reader attached (on any worker)."""
+
+    async def reader_left(self, stream_id: str) -> None:
+        """A reader went away (on any worker)."""
+
+    async def readers(self, stream_id: str) -> int:
+        """Readers attached now, across workers."""
+
+    async def request_cancel(self, stream_id: str) -> None:
+        """Ask the worker that runs the stream to cancel it."""
+
+    async def cancel_requested(self, stream_id: str) -> bool:
+        """Whether someone asked to cancel the stream."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class _Log:
+    """One stream's frames and the future its waiting readers share."""
+
+    __slots__ = ("cancel", "expires_at", "finished", "frames", "readers", "waiter")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.finished = False
+        self.readers = 0
+        self.cancel = False
+        self.expires_at: float | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def changed(self) -> None:
+        if self.waiter is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self.waiter)
+
+
+class MemoryStreamStore:
+    """Logs in this process: bounded in events per stream and in finished streams kept."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 300.0,
+        max_finished: int = 10_000,
+        clock: type[time.monotonic] | None = None,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_finished = max_finished
+        self._clock = clock or time.monotonic
+        self._logs: dict[str, _Log] = {}
+        # Finished streams in the order they finished: expiry and the size bound pop the left.
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def _get(self, stream_id: str) -> _Log | None:
+        log = self._logs.get(stream_id)
+        if log is not None and log.expires_at is not None and log.expires_at <= self._clock():
+            self._drop(stream_id)
+            return None
+        return log
+
+    def _drop(self, stream_id: str) -> None:
+        log = self._logs.pop(stream_id, None)
+        self._finished.pop(stream_id, None)
+        if log is not None:
+            log.wake()
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        while self._finished:
+            oldest = next(iter(self._finished))
+            log = self._logs.get(oldest)
+            expired = log is None or (log.expires_at is not None and log.expires_at <= now)
+            if not expired and len(self._finished) <= self.max_finished:
+                break
+            self._drop(oldest)
+
+    async def create(self, stream_id: str) -> None:
+        self._sweep()
+        self._logs[stream_id] = _Log()
+
+    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> None:
+        log = self._logs.get(stream_id)
+        if log is None or log.finished:
+            return
+        log.frames.extend(frames)
+        if finished:
+            log.finished = True
+            log.expires_at = self._clock() + self.ttl_s
+            self._finished[stream_id] = None
+            self._sweep()
+        log.wake()
+
+    async def info(self, stream_id: str) -> StreamInfo | None:
+        log = self._get(stream_id)
+        if log is None:
+            return None
+        return StreamInfo(last_id=len(log.frames), finished=log.finished)
+
+    async def read(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
+        log = self._get(stream_id)
+        if log is None:
+            raise StreamNotFound(stream_id)
+        cursor = after
+        while True:
+            frames = log.frames
+            if len(frames) > cursor:
+                batch = frames[cursor:]
+                cursor = len(frames)
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+                continue
+            if log.finished or self._logs.get(stream_id) is not log:
+                return
+            await log.changed()
+
+    async def reader_joined(self, stream_id: str) -> None:
+        log = self._logs.get(stream_id)
+        if log is not None:
+            log.readers += 1
+
+    async def reader_left(self, stream_id: str) -> None:
+        log = self._logs.get(stream_id)
+        if log is not None and log.readers > 0:
+            log.readers -= 1
+
+    async def readers(self, stream_id: str) -> int:
+        log = self._logs.get(stream_id)
+        return log.readers if log is not None else 0
+
+    async def request_cancel(self, stream_id: str) -> None:
+        log = self._logs.get(stream_id)
+        if log is not None:
+            log.cancel = True
+
+    async def cancel_requested(self, stream_id: str) -> bool:
+        log = self._logs.get(stream_id)
+        return bool(log is not None and log.cancel)
+
+    async def aclose(self) -> None:
+        for stream_id in list(self._logs):
+            self._drop(stream_id)

@@ -1,0 +1,196 @@
+"""Runs decoupled from readers: each run writes its events into a stream log, readers follow it.
+
+A run keeps going while no reader is attached for ``grace_s`` (long enough for EventSource's
+automatic reconnect), then it is cancelled to control cost. Every log ends with exactly one
+terminal event, whatever stopped the run: done, an upstream error, DELETE (``cancelled``), the
+grace period (``cancelled``) or shutdown (``shutting_down``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, Final
+
+import anyio
+import structlog
+
+from chat.events import ChatEvent, Delta, encode_sse
+from chat.runner import RunControl, RunStats
+from chat.stream_store import StreamStore
+
+log = structlog.get_logger(__name__)
+
+FIRST_READER_S: Final = 10.0
+
+
+def new_stream_id() -> str:
+    """128 random bits, URL-safe: holding the id is what grants reading the stream."""
+    return secrets.token_urlsafe(16)
+
+
+class StreamRun:
+    """One run in this process: its control, its stats, and its local readers."""
+
+    __slots__ = ("control", "done", "grace", "readers", "stats", "stream_id", "task")
+
+    def __init__(self, stream_id: str, control: RunControl, stats: RunStats) -> None:
+        self.stream_id = stream_id
+        self.control = control
+        self.stats = stats
+        self.readers = 0
+        self.grace: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.done = False
+
+
+class StreamManager:
+    """Starts runs into the store, counts readers, and cancels runs nobody is reading."""
+
+    def __init__(
+        self,
+        store: StreamStore,
+        *,
+        grace_s: float,
+        shared_store: bool = False,
+        on_finish: Callable[[StreamRun], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.grace_s = grace_s
+        # With a shared store, readers on other workers count too: ask the store before cancelling.
+        self.shared_store = shared_store
+        self._on_finish = on_finish
+        self._runs: dict[str, StreamRun] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """Runs of this process that have not finished."""
+        return len(self._runs)
+
+    def local_run(self, stream_id: str) -> StreamRun | None:
+        """The run with that id if this process runs it."""
+        return self._runs.get(stream_id)
+
+    async def start(
+        self,
+        events: AsyncIterator[ChatEvent],
+        *,
+        control: RunControl,
+        stats: RunStats,
+        stream_id: str | None = None,
+    ) -> StreamRun:
+        """Create the log and start pumping events into it; the grace clock starts at once."""
+        run = StreamRun(stream_id or new_stream_id(), control, stats)
+        await self.store.create(run.stream_id)
+        self._runs[run.stream_id] = run
+        run.task = asyncio.create_task(self._pump(run, events), name=f"stream-{run.stream_id}")
+        # The first reader gets at least FIRST_READER_S to arrive, even with a zero grace period.
+        self._arm_grace(run, max(self.grace_s, FIRST_READER_S))
+        return run
+
+    async def _pump(self, run: StreamRun, events: AsyncIterator[ChatEvent]) -> None:
+        event_id = 0
+        append = self.store.append
+        stream_id = run.stream_id
+        finished = False
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    event_id += 1
+                    finished = type(event) is not Delta
+                    await append(stream_id, [encode_sse(event, event_id)], finished=finished)
+        except Exception:
+            log.exception("stream_pump_failed", stream_id=stream_id)
+        finally:
+            run.done = True
+            if run.grace is not None:
+                run.grace.cancel()
+                run.grace = None
+            self._runs.pop(stream_id, None)
+            if not finished:
+                # The run ended without its terminal event (cancelled task): close the log.
+                with anyio.CancelScope(shield=True):
+                    await append(stream_id, [], finished=True)
+            if self._on_finish is not None:
+                self._on_finish(run)
+
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
+        """Frames after ``after`` as they come; attaching stops the grace clock."""
+        run = self._runs.get(stream_id)
+        if run is not None:
+            run.readers += 1
+            if run.grace is not None:
+                run.grace.cancel()
+                run.grace = None
+        await self.store.reader_joined(stream_id)
+        try:
+            async with aclosing(self.store.read(stream_id, after)) as frames:
+                async for chunk in frames:
+                    yield chunk
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.reader_left(stream_id)
+            if run is not None:
+                run.readers -= 1
+                if run.readers == 0 and not run.done:
+                    self._arm_grace(run)
+
+    def cancel(self, stream_id: str, code: str = "cancelled") -> bool:
+        """Stop a run of this process; False when it is not running here."""
+        run = self._runs.get(stream_id)
+        if run is None:
+            return False
+        run.control.stop(code)
+        return True
+
+    def _arm_grace(self, run: StreamRun, grace_s: float | None = None) -> None:
+        if run.readers or run.done:
+            return
+        grace_s = self.grace_s if grace_s is None else grace_s
+        if grace_s <= 0:
+            self._expire(run)
+            return
+        loop = asyncio.get_running_loop()
+        run.grace = loop.call_later(grace_s, self._expire, run)
+
+    def _expire(self, run: StreamRun) -> None:
+        run.grace = None
+        if run.readers or run.done:
+            return
+        if self.shared_store:
+            task = asyncio.create_task(self._expire_if_unread(run))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+            return
+        log.info("stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s)
+        run.control.stop("cancelled")
+
+    async def _expire_if_unread(self, run: StreamRun) -> None:
+        if await self.store.readers(run.stream_id) > 0:
+            # Read on another worker: look again later rather than cancel a watched stream.
+            if not run.done and run.readers == 0:
+                run.grace = asyncio.get_running_loop().call_later(
+                    max(self.grace_s, 0.5), self._expire, run
+                )
+            return
+        log.info("stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s)
+        run.control.stop("cancelled")
+
+    async def watch_remote_cancels(self, poll_s: float = 0.5) -> None:
+        """With a shared store, DELETE may land on another worker: poll for its request."""
+        while True:
+            await asyncio.sleep(poll_s)
+            for stream_id in list(self._runs):
+                if await self.store.cancel_requested(stream_id):
+                    self.cancel(stream_id)
+
+    async def aclose(self) -> None:
+        """Cancel what is still running (the drainer normally ended it first)."""
+        tasks: list[Any] = [run.task for run in self._runs.values() if run.task is not None]
+        for run in list(self._runs.values()):
+            run.control.stop("shutting_down")
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
