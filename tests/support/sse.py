@@ -83,5 +83,5 @@ def answer_text(frames: list[Frame]) -> str:
 
 
 def events_only(frames: list[Frame]) -> list[Frame]:
-    """Frames without comments (pings)."""
-    return [f for f in frames if f.comment is None]
+    """Frames that are events: no comments (pings), no bare ``retry:`` fields."""
+    return [f for f in frames if f.comment is None and f.event is not None]
