@@ -8,9 +8,13 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format lock bench clean
+.PHONY: run test lint format lock bench clean system-deps
+
+system-deps: ## Debian packages: compiler + cmake (llama.cpp), redis-server, chromium
+	bash scripts/install-system-deps.sh
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	bash scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.txt
@@ -21,7 +25,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed ## serve on http://$(HOST):$(PORT) (embedded model unless OPENAI_* is set)
 	$(PY) -m chat --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed ## the whole test suite
+test: system-deps $(VENV)/.installed ## the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff lint and format check
