@@ -9,6 +9,13 @@ import httpx2
 import openai
 from agents.exceptions import ModelBehaviorError
 
+from chat.models.local_engine import (
+    ContextOverflowError,
+    EngineNotReadyError,
+    EngineOverloadedError,
+    GenerationError,
+)
+
 _UNAVAILABLE_STATUSES: Final = frozenset({502, 503, 504, 529})
 
 
@@ -26,6 +33,10 @@ def error_code_for(exc: BaseException) -> str:
 
 
 def _code_of(exc: BaseException) -> str | None:
+    if isinstance(exc, EngineNotReadyError | EngineOverloadedError):
+        return "upstream_unavailable"
+    if isinstance(exc, ContextOverflowError | GenerationError):
+        return "upstream_error"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return "upstream_auth"
     if isinstance(exc, openai.RateLimitError):

