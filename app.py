@@ -8,14 +8,19 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from chat.backends import Backend, build_backend, preflight
 from chat.endpoints import (
@@ -99,6 +104,9 @@ def create_app(
         Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        # The demo page and its assets (see "demo page" below).
+        Route("/", demo_page, methods=["GET"]),
+        Mount("/static", DemoAssets(directory=STATIC_DIR), name="static"),
     ]
     return Starlette(
         routes=routes,
@@ -106,6 +114,37 @@ def create_app(
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
+
+
+# --- demo page: GET / and /static/*, apart from the API --------------------------------------
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "chat" / "static"
+DEMO_HEADERS: Final = {
+    # The page loads only its own files and talks only to this origin; no inline code runs.
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    # Revalidate on every load (cheap: ETag), so a deploy never pairs new HTML with old JS.
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def demo_page(request: Request) -> Response:
+    """``GET /``: the demo chat page."""
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=DEMO_HEADERS
+    )
+
+
+class DemoAssets(StaticFiles):
+    """The page's scripts and styles, with the page's headers."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        """The file, or the usual 404/405 (rendered as contract JSON by the app's handler)."""
+        response = await super().get_response(path, scope)
+        response.headers.update(DEMO_HEADERS)
+        return response
 
 
 async def open_stream_store(settings: Settings) -> tuple[StreamStore, bool]:
