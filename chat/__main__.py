@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         loop="auto",
         http="auto",
         # Proxies keep idle upstream connections ~60 s; closing first would give them 502s.
+        # Graceful limit: drain grace + 3 s, below Docker's default 10 s stop timeout.
         timeout_keep_alive=75,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 3,
         server_header=False,
         proxy_headers=True,
     )
