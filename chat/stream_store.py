@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import msgspec
@@ -97,7 +97,7 @@ class MemoryStreamStore:
         *,
         ttl_s: float = 300.0,
         max_finished: int = 10_000,
-        clock: type[time.monotonic] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_finished = max_finished
