@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Final, Literal
 
+from agents.usage import _mark_request_completed_without_usage
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -82,15 +83,17 @@ def completed_event(
     response_id: str,
     model: str,
     text: str,
-    input_tokens: int,
-    output_tokens: int,
+    input_tokens: int | None,
+    output_tokens: int | None,
     sequence_number: int,
     finish_reason: FinishReason = "stop",
 ) -> ResponseCompletedEvent:
     """The terminal event: the whole message and its usage.
 
     A length-limited answer keeps the ``response.completed`` type (the Runner raises on
-    ``response.incomplete``) and says so in ``incomplete_details``.
+    ``response.incomplete``) and says so in ``incomplete_details``. Token counts of ``None``
+    mean the provider reported no usage: the response then has none, and is marked so that
+    the SDK still counts it as one request.
     """
     message = ResponseOutputMessage(
         id=MESSAGE_ID,
@@ -99,15 +102,18 @@ def completed_event(
         status="completed",
         content=[ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])],
     )
-    usage = ResponseUsage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
-        input_tokens_details=_NO_INPUT_DETAILS,
-        output_tokens_details=_NO_OUTPUT_DETAILS,
-    )
+    usage = None
+    if input_tokens is not None or output_tokens is not None:
+        usage = ResponseUsage(
+            input_tokens=input_tokens or 0,
+            output_tokens=output_tokens or 0,
+            total_tokens=(input_tokens or 0) + (output_tokens or 0),
+            input_tokens_details=_NO_INPUT_DETAILS,
+            output_tokens_details=_NO_OUTPUT_DETAILS,
+        )
+    response = _response(response_id, model, [message], usage, "completed", finish_reason)
+    if usage is None:
+        _mark_request_completed_without_usage(response)
     return ResponseCompletedEvent(
-        type="response.completed",
-        response=_response(response_id, model, [message], usage, "completed", finish_reason),
-        sequence_number=sequence_number,
+        type="response.completed", response=response, sequence_number=sequence_number
     )
