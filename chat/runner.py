@@ -155,16 +155,13 @@ async def stream_chat(
     """Run the agent on one message and yield its answer as events, ending with one terminal."""
     stats = stats if stats is not None else RunStats()
     tap = TapModel(model)
-    result = Runner.run_streamed(
-        agent,
-        input=message,
-        run_config=RunConfig(
-            model=tap,
-            model_settings=model_settings,
-            tracing_disabled=not tracing,
-            trace_include_sensitive_data=False,
-        ),
+    run_config = RunConfig(
+        model=tap, tracing_disabled=not tracing, trace_include_sensitive_data=False
     )
+    # Set after construction: RunConfig.__post_init__ resolves its own type hints (typing.
+    # get_type_hints, ~0.5-1 ms a run) only to re-validate a ModelSettings we already built.
+    run_config.model_settings = model_settings
+    result = Runner.run_streamed(agent, input=message, run_config=run_config)
     if control is not None:
         control.attach(result.cancel)
     loop = asyncio.get_running_loop()
