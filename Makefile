@@ -42,5 +42,10 @@ lock: ## re-pin requirements*.txt from requirements*.in, with hashes
 	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
+bench: $(VENV)/.installed ## service vs naive vs bare ASGI: one table and docs/bench.png (< 10 min)
+	@command -v hey >/dev/null && command -v wrk >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends hey wrk >/dev/null; }
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts
