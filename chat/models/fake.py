@@ -11,10 +11,15 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from agents import Model, ModelResponse, ModelSettings, Usage
+from agents import Model, ModelResponse, ModelSettings
 from openai.types.responses import ResponseStreamEvent
 
-from chat.models.sdk_events import completed_event, created_event, text_delta_event
+from chat.models.sdk_events import (
+    collect_model_response,
+    completed_event,
+    created_event,
+    text_delta_event,
+)
 
 _WORDS: Final = [
     "This",
@@ -87,24 +92,8 @@ class FakeModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> ModelResponse:
-        completed = None
-        async for event in self.stream_response(
-            system_instructions, input, model_settings, *args, **kwargs
-        ):
-            completed = event
-        assert completed is not None and completed.type == "response.completed"
-        response = completed.response
-        usage = response.usage
-        assert usage is not None
-        return ModelResponse(
-            output=response.output,
-            usage=Usage(
-                requests=1,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                total_tokens=usage.total_tokens,
-            ),
-            response_id=response.id,
+        return await collect_model_response(
+            self.stream_response(system_instructions, input, model_settings, *args, **kwargs)
         )
 
     async def stream_response(  # type: ignore[override]

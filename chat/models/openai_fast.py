@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import anyio
 import httpx2
 import openai
-from agents import Model, ModelResponse, ModelSettings, ModelTracing, Usage
+from agents import Model, ModelResponse, ModelSettings, ModelTracing
 from agents.exceptions import UserError
 from agents.items import ItemHelpers
 from agents.models.chatcmpl_converter import Converter
@@ -37,7 +37,12 @@ from chat.models.openai_wire import (
     ResponsesDecoder,
     StreamDecoder,
 )
-from chat.models.sdk_events import completed_event, created_event, text_delta_event
+from chat.models.sdk_events import (
+    collect_model_response,
+    completed_event,
+    created_event,
+    text_delta_event,
+)
 
 OpenAIApi = Literal["responses", "chat_completions"]
 
@@ -75,24 +80,8 @@ class FastOpenAIModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> ModelResponse:
-        completed = None
-        async for event in self.stream_response(
-            system_instructions, input, model_settings, *args, **kwargs
-        ):
-            completed = event
-        assert completed is not None and completed.type == "response.completed"
-        response = completed.response
-        usage = response.usage
-        return ModelResponse(
-            output=response.output,
-            usage=Usage(
-                requests=1,
-                input_tokens=usage.input_tokens if usage else 0,
-                output_tokens=usage.output_tokens if usage else 0,
-                total_tokens=usage.total_tokens if usage else 0,
-            ),
-            response_id=response.id,
-            request_id=response._request_id,
+        return await collect_model_response(
+            self.stream_response(system_instructions, input, model_settings, *args, **kwargs)
         )
 
     async def stream_response(  # type: ignore[override]

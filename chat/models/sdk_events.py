@@ -9,8 +9,11 @@ constructors are used on purpose: ``model_construct`` is recursive and slower th
 from __future__ import annotations
 
 import time
-from typing import Final, Literal
+from collections.abc import AsyncIterator
+from typing import Any, Final, Literal
 
+from agents import ModelResponse, Usage
+from agents.exceptions import ModelBehaviorError
 from agents.usage import _mark_request_completed_without_usage
 from openai.types.responses import (
     Response,
@@ -116,4 +119,26 @@ def completed_event(
         _mark_request_completed_without_usage(response)
     return ResponseCompletedEvent(
         type="response.completed", response=response, sequence_number=sequence_number
+    )
+
+
+async def collect_model_response(events: AsyncIterator[Any]) -> ModelResponse:
+    """``get_response`` for models that stream: drain the stream, keep its completed response."""
+    completed = None
+    async for event in events:
+        completed = event
+    if completed is None or completed.type != "response.completed":
+        raise ModelBehaviorError("the model stream ended without a completed response")
+    response = completed.response
+    usage = response.usage
+    return ModelResponse(
+        output=response.output,
+        usage=Usage(
+            requests=1,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+        ),
+        response_id=response.id,
+        request_id=getattr(response, "_request_id", None),
     )
