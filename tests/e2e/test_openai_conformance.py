@@ -154,6 +154,18 @@ def test_upstream_status_when_streaming_then_error_event(
     assert "http" not in error["message"].lower() and "sk-" not in error["message"]
 
 
+def test_upstream_status_when_json_mode_then_error_status(service: Service) -> None:
+    reply = httpx.post(
+        service.base_url + "/chat",
+        json={"message": f"[[status=401]] {uuid.uuid4().hex}"},
+        headers={"Accept": "application/json"},
+        timeout=20,
+    )
+    assert reply.status_code == 502
+    assert reply.json()["error"]["code"] == "upstream_auth"
+    assert reply.json()["error"]["request_id"] == reply.headers["x-request-id"]
+
+
 def test_upstream_status_when_retryable_once_then_retried_and_answered(
     service: Service, upstream: FakeUpstream
 ) -> None:
