@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
+from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import TResponseInputItem, TResponseStreamEvent
-from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from chat.models.local_engine import (
@@ -37,7 +36,7 @@ from chat.models.local_engine import (
     validate_model_file,
 )
 from chat.models.sdk_events import (
-    MESSAGE_ID,
+    collect_model_response,
     completed_event,
     created_event,
     text_delta_event,
@@ -164,38 +163,19 @@ class LocalModel(Model):
         prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
         """Generate the whole answer and return it with llama.cpp's token counts."""
-        messages = self._prepare(system_instructions, input, tools, output_schema, handoffs)
-        pieces: list[str] = []
-        finished: Finished | None = None
-        stream = self.engine.generate(messages, self.sampling_params(model_settings))
-        async with aclosing(stream):
-            async for item in stream:
-                if type(item) is str:
-                    pieces.append(item)
-                elif isinstance(item, Finished):
-                    finished = item
-        if finished is None:
-            raise GenerationError("the local model stopped without finishing")
-        message = ResponseOutputMessage(
-            id=MESSAGE_ID,
-            type="message",
-            role="assistant",
-            status="completed",
-            content=[
-                ResponseOutputText(
-                    type="output_text", text="".join(pieces), annotations=[], logprobs=[]
-                )
-            ],
-        )
-        return ModelResponse(
-            output=[message],
-            usage=Usage(
-                requests=1,
-                input_tokens=finished.prompt_tokens,
-                output_tokens=finished.completion_tokens,
-                total_tokens=finished.prompt_tokens + finished.completion_tokens,
-            ),
-            response_id=_response_id(),
+        return await collect_model_response(
+            self.stream_response(
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                tracing,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                prompt=prompt,
+            )
         )
 
     async def stream_response(
