@@ -12,7 +12,7 @@ from chat.backends import Backend
 from chat.lifecycle import Drainer
 from chat.runner import Deadlines
 from chat.settings import Settings
-from chat.stream_store import MemoryStreamStore, StreamStore
+from chat.stream_store import StreamStore
 from chat.streams import StreamManager
 
 
@@ -23,7 +23,7 @@ class AppState:
         self,
         settings: Settings,
         backend: Backend,
-        store: StreamStore | None = None,
+        store: StreamStore,
         *,
         shared_store: bool = False,
     ) -> None:
@@ -37,10 +37,6 @@ class AppState:
             limit = min(limit, backend.max_in_flight)
         self.slots = StreamSlots(limit)
         self.drainer = Drainer(grace_s=settings.shutdown_grace_s)
-        if store is None:
-            store = MemoryStreamStore(
-                ttl_s=settings.stream_ttl_s, max_finished=settings.stream_max_finished
-            )
         self.streams = StreamManager(
             store, grace_s=settings.detached_grace_s, shared_store=shared_store
         )
