@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     openai_api: OpenAIApi | None = None
     openai_impl: Literal["fast", "stock"] = "fast"
+    openai_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     openai_max_retries: int = 1
     openai_connect_timeout_s: float = 5.0
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -190,6 +191,7 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_MODEL": ("model", _text),
     "CHAT_OPENAI_API": ("openai_api", _choice("responses", "chat_completions")),
     "CHAT_OPENAI_IMPL": ("openai_impl", _choice("fast", "stock")),
+    "CHAT_OPENAI_TRANSPORT": ("openai_transport", _choice("aiohttp", "httpx")),
     "CHAT_OPENAI_MAX_RETRIES": ("openai_max_retries", _int_range(0, 10)),
     "CHAT_OPENAI_CONNECT_TIMEOUT_S": ("openai_connect_timeout_s", _float_range(0.1, 300)),
     "CHAT_INSTRUCTIONS": ("instructions", _text),

@@ -1,5 +1,8 @@
 """The same scenarios through the real service on both OpenAI models (fast and stock), both formats.
 
+Every combination runs on the default aiohttp transport; the httpx transport (the client's
+default, ``CHAT_OPENAI_TRANSPORT=httpx``) runs the fast Chat Completions path as well.
+
 The fast model (msgspec decoding) must be indistinguishable from the stock SDK models in what a
 client sees: text, ids, usage, errors, deadlines, cancellation, and what reaches the upstream.
 Where the stock path falls short of the contract, the test says so with a strict ``xfail``.
@@ -20,22 +23,24 @@ from tests.support.sse import Frame, answer_text, events_only, read_frames
 API_KEY = "sk-test-" + "c" * 24
 MAX_OUTPUT_TOKENS = 20
 COMBOS = [
-    ("chat_completions", "fast"),
-    ("responses", "fast"),
-    ("chat_completions", "stock"),
-    ("responses", "stock"),
+    ("chat_completions", "fast", "aiohttp"),
+    ("responses", "fast", "aiohttp"),
+    ("chat_completions", "stock", "aiohttp"),
+    ("responses", "stock", "aiohttp"),
+    ("chat_completions", "fast", "httpx"),
 ]
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=["-".join(c) for c in COMBOS])
 def service(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[Service]:
-    api, impl = request.param
+    api, impl, transport = request.param
     env = {
         "CHAT_BACKEND": "openai",
         "OPENAI_BASE_URL": upstream.base_url,
         "OPENAI_API_KEY": API_KEY,
         "CHAT_OPENAI_API": api,
         "CHAT_OPENAI_IMPL": impl,
+        "CHAT_OPENAI_TRANSPORT": transport,
         "CHAT_MODEL": "fake-model",
         "CHAT_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS),
         "CHAT_FIRST_TOKEN_TIMEOUT_S": "1",
@@ -106,7 +111,7 @@ def test_request_when_chat_completions_then_usage_asked_and_limit_sent(
 def test_stream_when_output_token_limit_hit_then_done_with_length(
     service: Service, request: pytest.FixtureRequest
 ) -> None:
-    _api, impl = service.combo  # type: ignore[attr-defined]
+    _api, impl, _transport = service.combo  # type: ignore[attr-defined]
     if impl == "stock":
         # Stock SDK: Chat Completions drops finish_reason ("stop"); Responses raises on
         # response.incomplete (an error event). The fast model reports "length" for both.
