@@ -64,9 +64,9 @@ class StreamStore(Protocol):
 
 
 class _Log:
-    """One stream's frames and the future its waiting readers share."""
+    """One stream's frames and the futures of the readers waiting for more."""
 
-    __slots__ = ("cancel", "expires_at", "finished", "frames", "readers", "waiter")
+    __slots__ = ("cancel", "expires_at", "finished", "frames", "readers", "waiters")
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -74,19 +74,22 @@ class _Log:
         self.readers = 0
         self.cancel = False
         self.expires_at: float | None = None
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] = []
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for waiter in waiters:
+                if not waiter.done():  # a reader cancelled while waiting left its future
+                    waiter.set_result(None)
 
     async def changed(self) -> None:
-        if self.waiter is None:
-            self.waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self.waiter)
+        # One future per waiting reader: cancelling one reader cancels only its own future
+        # (a shared future would need asyncio.shield, an extra future and task hop per event).
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        await waiter
 
 
 class MemoryStreamStore:

@@ -73,12 +73,12 @@ class MemoryHarness:
         self.clock.now += ttl_s + 0.001
 
     async def wait_until_waiting(self, store: StreamStore, stream_id: str, readers: int) -> None:
-        # Readers of one log share one future: this sees "someone waits", not how many.
         assert isinstance(store, MemoryStreamStore)
 
         async def waiting() -> bool:
             log = store._logs.get(stream_id)
-            return log is not None and log.waiter is not None
+            pending = [w for w in log.waiters if not w.done()] if log is not None else []
+            return len(pending) >= readers
 
         await wait_for(waiting, f"{readers} reader(s) waiting")
 
@@ -304,6 +304,20 @@ async def test_read_when_two_readers_follow_then_each_gets_every_frame(harness: 
     await store.append("s1", FRAMES[2:], finished=True)
     assert await first.finished() == b"".join(FRAMES)
     assert await second.finished() == b"".join(FRAMES)
+
+
+async def test_read_when_one_waiting_reader_cancelled_then_the_other_still_follows(
+    harness: Harness,
+) -> None:
+    store = await harness.make()
+    await store.create("s1")
+    leaving, staying = Follower(store, "s1"), Follower(store, "s1")
+    await harness.wait_until_waiting(store, "s1", 2)
+    leaving.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving.task
+    await store.append("s1", FRAMES, finished=True)
+    assert await staying.finished() == b"".join(FRAMES)
 
 
 async def test_readers_when_joined_and_left_then_counted_never_below_zero(
