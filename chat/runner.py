@@ -118,6 +118,52 @@ class TapModel(Model):
         return None
 
 
+class Watchdog:
+    """One timer for a run's moving deadline: moving it is an assignment, not a new timer.
+
+    ``asyncio.timeout_at`` around every wait costs a timer, a context manager and a task lookup
+    per token (~4 us here). Here the timer is re-armed only when it fires early (the deadline
+    moved on meanwhile), and it cancels the consumer's task only while that task waits in
+    ``wait()``; a deadline that passes elsewhere fails the next ``wait()`` at once.
+    """
+
+    __slots__ = ("_fired", "_handle", "_loop", "_task", "_waiting", "deadline")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None
+        self._waiting = False
+        self._fired = False
+        self._handle = self._loop.call_at(deadline, self._check)
+
+    def _check(self) -> None:
+        if self.deadline > self._loop.time():
+            self._handle = self._loop.call_at(self.deadline, self._check)
+        elif self._waiting and self._task is not None and not self._fired:
+            self._fired = True
+            self._task.cancel()
+
+    async def wait(self, awaitable: Any) -> Any:
+        """``await awaitable``, or ``TimeoutError`` once the deadline passes."""
+        if self.deadline <= self._loop.time():
+            raise TimeoutError
+        task = self._task = asyncio.current_task()
+        self._waiting = True
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            # Our own cancel, and nobody else's since: a timeout, as asyncio.timeout reports it.
+            if self._fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
 def map_sdk_event(event: StreamEvent) -> Delta | Response | None:
     """A text delta becomes a ``Delta``; the completed response is returned for the ``done``."""
     if event.type != _RAW:
@@ -167,16 +213,15 @@ async def stream_chat(
     loop = asyncio.get_running_loop()
     started = loop.time()
     total_deadline = started + deadlines.total_s
-    deadline = min(started + deadlines.first_token_s, total_deadline)
     idle_s = deadlines.idle_s
+    watchdog = Watchdog(min(started + deadlines.first_token_s, total_deadline))
     completed: Response | None = None
     delivered = 0
     events = result.stream_events()
     try:
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    sdk_event = await anext(events)
+                sdk_event = await watchdog.wait(anext(events))
             except StopAsyncIteration:
                 break
             mapped = map_sdk_event(sdk_event)
@@ -188,7 +233,7 @@ async def stream_chat(
                 delivered += 1
                 stats.deltas += 1
                 stats.output_chars += len(mapped.text)
-                deadline = min(loop.time() + idle_s, total_deadline)
+                watchdog.deadline = min(loop.time() + idle_s, total_deadline)
                 yield mapped
             else:
                 completed = mapped  # type: ignore[assignment]
@@ -213,6 +258,7 @@ async def stream_chat(
             yield event
         return
     finally:
+        watchdog.close()
         result.cancel()
         await events.aclose()
         stats.upstream_request_id = _upstream_request_id(result.raw_responses)

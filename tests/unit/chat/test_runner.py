@@ -14,7 +14,15 @@ from agents import Agent, ModelSettings
 from chat.events import ChatEvent, Delta, Done, Error
 from chat.models.fake import FakeModel, fake_tokens
 from chat.models.sdk_events import completed_event, created_event, text_delta_event
-from chat.runner import Deadlines, RunControl, RunStats, TapModel, finish_reason_of, stream_chat
+from chat.runner import (
+    Deadlines,
+    RunControl,
+    RunStats,
+    TapModel,
+    Watchdog,
+    finish_reason_of,
+    stream_chat,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +234,55 @@ def test_finish_reason_when_no_details_then_stop() -> None:
         finish_reason="length",
     )
     assert finish_reason_of(done.response) == "length"
+
+
+async def test_watchdog_when_deadline_moves_on_while_waiting_then_no_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop.time() + 0.05)
+    ready: asyncio.Future[str] = loop.create_future()
+    # The deadline moves before the first timer fires: the timer re-arms instead of cancelling.
+    watchdog.deadline = loop.time() + 5
+    loop.call_later(0.15, ready.set_result, "value")
+    try:
+        assert await watchdog.wait(ready) == "value"
+    finally:
+        watchdog.close()
+
+
+async def test_watchdog_when_deadline_passes_while_waiting_then_timeout_error() -> None:
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop.time() + 0.05)
+    with pytest.raises(TimeoutError):
+        await watchdog.wait(loop.create_future())
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the timeout's cancel was taken back
+    watchdog.close()
+
+
+async def test_watchdog_when_deadline_passes_between_waits_then_next_wait_fails_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop.time() + 0.02)
+    passed = loop.create_future()
+    loop.call_later(0.1, passed.set_result, None)
+    await passed  # not inside wait(): the task must not be cancelled
+    waited: asyncio.Future[None] = loop.create_future()
+    with pytest.raises(TimeoutError):
+        await watchdog.wait(waited)
+    watchdog.close()
+
+
+async def test_watchdog_when_task_cancelled_from_outside_then_cancelled_error() -> None:
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop.time() + 5)
+    waiting = asyncio.Event()
+
+    async def waiter() -> None:
+        waiting.set()
+        await watchdog.wait(loop.create_future())
+
+    task = asyncio.create_task(waiter())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    watchdog.close()
