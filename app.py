@@ -31,6 +31,7 @@ from chat.endpoints import (
     readyz,
     stream_resource,
 )
+from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
 from chat.stream_store import MemoryStreamStore, StreamStore
@@ -54,6 +55,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        tune_gc()
         backend = backend_factory(settings)
         store, shared = await open_stream_store(settings)
         state = AppState(settings, backend, store, shared_store=shared)
