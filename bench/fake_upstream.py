@@ -40,6 +40,7 @@ are answered with HTTP 400. Directives never appear in the answer text.
                          responses: ``event: error``) and end the body cleanly
 ``failed_after=N``       like ``error_event_after``; responses send ``response.failed``
 ``hang``                 read the request, then send nothing until the client disconnects
+``drop``                 read the request, then close the connection without a response
 ``hang_after=N``         send headers and N tokens, then stall until the client disconnects
 ``times=N``              failure directives (all but tokens/delay_ms) apply only to the first
                          N requests with the same last-user-message text, so retries succeed
@@ -210,7 +211,7 @@ _INT_DIRECTIVES: Final = frozenset(
         "times",
     }
 )
-_FLAG_DIRECTIVES: Final = frozenset({"echo_key", "hang"})
+_FLAG_DIRECTIVES: Final = frozenset({"echo_key", "hang", "drop"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,7 @@ class Scenario:
     error_event_after: int | None = None
     failed_after: int | None = None
     hang: bool = False
+    drop: bool = False
     hang_after: int | None = None
     times: int | None = None
 
@@ -260,6 +262,7 @@ class Scenario:
             self.status is not None
             or self.echo_key
             or self.hang
+            or self.drop
             or self.cutoff(self.tokens)[1] is not None
         )
 
@@ -1283,6 +1286,9 @@ class FakeUpstream:
         call = outcome
         if call.scenario.hang:
             return conn.sleep(None)  # the record ends when the client disconnects
+        if call.scenario.drop:
+            conn.abort()
+            return None
         if call.scenario.delay_ms == 0 and call.scenario.cutoff(call.tokens)[1] is None:
             # The common (benchmark) case: answer inline, no task, one write.
             record.tokens_sent = call.tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+import aiohttp
 import httpx
 import httpx2
 import openai
@@ -21,15 +22,31 @@ _UNAVAILABLE_STATUSES: Final = frozenset({502, 503, 504, 529})
 
 def error_code_for(exc: BaseException) -> str:
     """The code of the first recognised exception in the chain (cause, then context)."""
+    chain = _chain(exc)
+    for current in chain:
+        code = _code_of(current)
+        if code is not None:
+            if code == "upstream_timeout" and any(map(_is_aiohttp_connection_failure, chain)):
+                # The client's aiohttp transport reports a refused or dropped connection as
+                # httpx ConnectTimeout (so the client raises APITimeoutError); nothing timed out.
+                return "upstream_unavailable"
+            return code
+    return "internal_error"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        code = _code_of(current)
-        if code is not None:
-            return code
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    return "internal_error"
+    return chain
+
+
+def _is_aiohttp_connection_failure(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, TimeoutError)
 
 
 def _code_of(exc: BaseException) -> str | None:

@@ -367,6 +367,14 @@ async def test_hang_records_client_disconnect(fake: FakeUpstream, client: AsyncO
     assert record.status is None
 
 
+async def test_drop_closes_without_response(fake: FakeUpstream, client: AsyncOpenAI) -> None:
+    with pytest.raises(openai.APIConnectionError):
+        await chat_stream_text(client, "[[drop]]")
+    record = await fake.await_request()
+    assert await fake.await_disconnect(record, timeout=2)
+    assert record.status is None
+
+
 async def test_hang_after_then_client_closes(fake: FakeUpstream, client: AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model="m", messages=chat_messages("[[hang_after=2]]"), stream=True

@@ -10,6 +10,7 @@ Where the stock path falls short of the contract, the test says so with a strict
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -145,6 +146,8 @@ def test_json_mode_when_upstream_answers_then_equals_stream(service: Service) ->
         ("[[status=503]]", "upstream_unavailable", True),
         ("[[status=500]]", "upstream_error", True),
         ("[[status=400]]", "upstream_error", True),
+        # The connection closes with no response at all (retried once, dropped again).
+        ("[[drop]]", "upstream_unavailable", True),
     ],
 )
 def test_upstream_status_when_streaming_then_error_event(
@@ -257,3 +260,22 @@ def test_sequential_streams_when_each_completes_then_upstream_connection_reused(
     for record in records[1:]:
         earlier = [r.conn_id for r in upstream.requests if r.n < record.n]
         assert record.conn_id <= max(earlier)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_upstream_unreachable_when_streaming_then_unavailable_not_timeout(transport: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens once the probe is closed
+    env = {
+        "CHAT_BACKEND": "openai",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{closed_port}/v1",
+        "OPENAI_API_KEY": API_KEY,
+        "CHAT_OPENAI_TRANSPORT": transport,
+        "CHAT_MODEL": "fake-model",
+    }
+    with Service(env) as service:
+        response, frames = chat(service, "hello")
+    assert response.status_code == 200
+    assert [f.event for f in frames] == ["error"]
+    assert (frames[0].data["code"], frames[0].data["retryable"]) == ("upstream_unavailable", True)
