@@ -11,6 +11,7 @@ from typing import Any, Final
 import anyio
 import msgspec
 import structlog
+from agents import Agent
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -229,8 +230,9 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
 
     stats = RunStats()
     control = RunControl()
+    agent = state.agents.acquire()
     events = stream_chat(
-        agent=state.agent,
+        agent=agent,
         model=state.backend.model,
         message=chat_request.message,
         request_id=request_id,
@@ -240,10 +242,13 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         stats=stats,
         control=control,
     )
-    held = _holding_slot(events, state, control, reply, access, keep_text=settings.log_content)
+    held = _holding_slot(
+        events, state, control, agent, reply, access, keep_text=settings.log_content
+    )
     try:
         run = await state.streams.start(held, control=control, stats=stats)
     except BaseException:
+        state.agents.release(agent)
         state.slots.release()
         raise
     access["stream_id"] = run.stream_id
@@ -400,12 +405,13 @@ async def _holding_slot(
     events: AsyncIterator[ChatEvent],
     state: AppState,
     control: RunControl,
+    agent: Agent[Any],
     reply: Reply | None,
     access: dict[str, Any],
     *,
     keep_text: bool = False,
 ) -> AsyncIterator[ChatEvent]:
-    """Hold the stream slot and the drainer registration for the life of the run."""
+    """Hold the stream slot, the run's agent and the drainer registration while the run lasts."""
     state.drainer.register(control.stop)
     answer: list[str] | None = reply.parts if reply is not None else ([] if keep_text else None)
     try:
@@ -421,6 +427,7 @@ async def _holding_slot(
         if keep_text and answer is not None:
             access["answer_text"] = "".join(answer)
         state.drainer.unregister(control.stop)
+        state.agents.release(agent)  # the SDK is done with it: stream_chat has closed the run
         state.slots.release()
 
 

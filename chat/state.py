@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from agents import Agent, ModelSettings
 
 from chat.admission import StreamSlots
+from chat.agent_pool import AgentPool
 from chat.backends import Backend
 from chat.lifecycle import Drainer
 from chat.runner import Deadlines
@@ -17,7 +17,7 @@ from chat.streams import StreamManager
 
 
 class AppState:
-    """Settings, the backend, the agent and the counters of open streams."""
+    """Settings, the backend, the agents and the counters of open streams."""
 
     def __init__(
         self,
@@ -29,8 +29,8 @@ class AppState:
     ) -> None:
         self.settings = settings
         self.backend = backend
-        self.agent: Agent[Any] = Agent(
-            name="assistant", instructions=settings.instructions, model=backend.model
+        self.agents = AgentPool(
+            Agent(name="assistant", instructions=settings.instructions, model=backend.model)
         )
         limit = settings.effective_max_streams()
         if backend.max_in_flight is not None:
