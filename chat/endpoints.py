@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final
 
-import anyio
 import msgspec
 import structlog
 from agents import Agent
@@ -22,7 +21,6 @@ from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
-from chat.settings import Settings
 from chat.state import AppState
 from chat.streams import StreamRun
 
@@ -269,7 +267,7 @@ async def _chat(request: Request, request_id: str) -> Response:
                 pass
         _record_run(access, run.stats, delivered=True)
         return _json_reply(reply, request_id, headers)
-    return _event_stream(_reporting(frames, run.stats, access), state.settings, headers)
+    return _event_stream(_reporting(frames, run.stats, access), state, headers)
 
 
 async def _create_stream(request: Request, request_id: str) -> Response:
@@ -320,9 +318,7 @@ async def read_stream(request: Request) -> Response:
         access["outcome"] = "complete"
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
     frames = state.streams.follow(stream_id, after)
-    return _event_stream(
-        _reading(frames, access), state.settings, {}, retry_ms=state.settings.sse_retry_ms
-    )
+    return _event_stream(_reading(frames, access), state, {}, retry_ms=state.settings.sse_retry_ms)
 
 
 async def cancel_stream(request: Request) -> Response:
@@ -369,11 +365,12 @@ class _EventSourceResponse(EventSourceResponse):
 
 def _event_stream(
     body: AsyncIterator[bytes],
-    settings: Settings,
+    state: AppState,
     headers: dict[str, str],
     *,
     retry_ms: int | None = None,
 ) -> EventSourceResponse:
+    settings = state.settings
     response = _EventSourceResponse(
         _with_retry(body, retry_ms) if retry_ms is not None else body,
         ping=settings.ping_interval_s,
@@ -381,8 +378,9 @@ def _event_stream(
         ping_message_factory=_ping,
         headers={"Cache-Control": "no-store", **headers},
         # sse-starlette cancels streams on shutdown unless told to wait; our drainer ends them
-        # first with a farewell event, so give it the grace period plus time to send it.
-        shutdown_event=anyio.Event(),
+        # first with a farewell event, so give it the grace period plus time to send it. The
+        # event is only a flag the library sets (our drainer acts on its own): one for all.
+        shutdown_event=state.sse_shutdown,
         shutdown_grace_period=settings.shutdown_grace_s + 2.0,
     )
     # Connection is hop-by-hop and forbidden in HTTP/2; HTTP/1.1 keeps alive by default.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import anyio
 from agents import Agent, ModelSettings
 
 from chat.admission import StreamSlots
@@ -37,6 +38,9 @@ class AppState:
             limit = min(limit, backend.max_in_flight)
         self.slots = StreamSlots(limit)
         self.drainer = Drainer(grace_s=settings.shutdown_grace_s)
+        # Handed to every SSE response (sse-starlette sets it at shutdown); one per process
+        # instead of an Event (and its waiter deque) per open stream.
+        self.sse_shutdown = anyio.Event()
         self.streams = StreamManager(
             store, grace_s=settings.detached_grace_s, shared_store=shared_store
         )
