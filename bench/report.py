@@ -148,11 +148,12 @@ def table(results: Results) -> str:
 
 
 def extras(results: Results) -> str:
-    """Lines on the service's variants: the stock SDK model and the access log."""
+    """Lines on the service's variants: stock SDK model, httpx transport, access log."""
     lines = []
     base = _get(results, "service", "throughput") or {}
     for name, what in (
         ("service_stock", "service with the stock SDK model (CHAT_OPENAI_IMPL=stock)"),
+        ("service_httpx", "service on the client's httpx transport (CHAT_OPENAI_TRANSPORT=httpx)"),
         ("service_info_log", "service with the access log on (CHAT_LOG_LEVEL=info)"),
     ):
         other = _get(results, name, "throughput")

@@ -11,7 +11,8 @@ share the other. Each server is measured alone, the same way (phase 1 on its own
 3. latency: one stream at a time, first-token time (the upstream's own is measured too);
 4. a concurrency sweep for the plot (closed loop: each client starts its next stream at once).
 
-Then two variants of the service for the notes: the stock SDK model, and the access log on.
+Then three variants of the service for the notes: the stock SDK model, the client's httpx
+transport instead of aiohttp, and the access log on.
 Prints one markdown table; writes bench/results/<date>.json and docs/bench.png.
 """
 
@@ -50,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-delay-ms", type=float, default=50.0)
     parser.add_argument("--scale-rate", type=float, default=250.0, help="stream starts per second")
     parser.add_argument("--servers", default="service,naive,bare")
-    parser.add_argument("--no-variants", action="store_true", help="skip stock model, info log")
+    parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args(argv)
@@ -88,6 +89,11 @@ def server_specs(upstream: Upstream) -> dict[str, tuple[str, dict[str, str], str
         "naive": ("bench.naive_app:app", naive_env, "/healthz"),
         "bare": ("bench.bare_asgi:app", {}, "/healthz"),
         "service_stock": ("app:app", service_env(upstream, CHAT_OPENAI_IMPL="stock"), "/readyz"),
+        "service_httpx": (
+            "app:app",
+            service_env(upstream, CHAT_OPENAI_TRANSPORT="httpx"),
+            "/readyz",
+        ),
         "service_info_log": ("app:app", service_env(upstream, CHAT_LOG_LEVEL="info"), "/readyz"),
     }
 
@@ -189,7 +195,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         specs = server_specs(upstream)
         names = [n for n in args.servers.split(",") if n]
         if not args.no_variants and "service" in names:
-            names += ["service_stock", "service_info_log"]
+            names += ["service_stock", "service_httpx", "service_info_log"]
         for name in names:
             app, env, ready = specs[name]
             full = name in {"service", "naive", "bare"}
