@@ -2,9 +2,9 @@
 
 The Agents SDK keeps, per Agent object, a list of the runs using it, and scans that list several
 times per run (its guard against ``Agent.tools`` changing under concurrent runs). With a single
-shared agent each run's set-up costs O(concurrent runs): O(n^2) in all, half the CPU at a
-thousand open streams. The SDK's own advice is an agent per run (``agent.clone()``); clones are
-kept when their run ends, so a steady load clones nothing.
+shared agent each scan costs O(concurrent runs), O(n^2) in all: 1.4 us with one run, 148 us with
+100, 1.15 ms with 1,000, at least four scans a run. The SDK's own advice is an agent per run
+(``agent.clone()``); clones are kept when their run ends, so a steady load clones nothing.
 """
 
 from __future__ import annotations

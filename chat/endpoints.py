@@ -351,9 +351,8 @@ class _EventSourceResponse(EventSourceResponse):
     """sse-starlette's response, without a cancel scope around every send when it has no timeout.
 
     ``_send_with_timeout`` wraps each event in ``anyio.move_on_after(send_timeout)`` even when
-    that is ``None`` (no timeout): ~4 us of CPU per event here, for a scope that never fires.
-    A slow reader is bounded anyway: its run goes on into the stream log, and the reader's
-    task ends on disconnect. With a send timeout the library's own path runs unchanged.
+    that is ``None`` (no timeout): ~4 us of CPU per event here, for a scope that never fires,
+    so skipping it changes no behaviour. With a send timeout the library's own path runs.
     """
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
@@ -425,7 +424,9 @@ async def _holding_slot(
         if keep_text and answer is not None:
             access["answer_text"] = "".join(answer)
         state.drainer.unregister(control.stop)
-        state.agents.release(agent)  # the SDK is done with it: stream_chat has closed the run
+        # stream_chat has closed the run. A cancelled SDK task may still be unwinding: sharing an
+        # agent for that moment is allowed, only slower.
+        state.agents.release(agent)
         state.slots.release()
 
 
