@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Send
 
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
@@ -262,12 +263,45 @@ async def _chat(request: Request, request_id: str) -> Response:
     frames = state.streams.follow(run.stream_id, 0)
     access = access_record(request)
     if reply is not None:
-        async with aclosing(frames):
-            async for _ in frames:
-                pass
+        if not await _read_unless_disconnected(frames, request.receive):
+            # Nobody can resume it (the stream id was never sent): stop paying for it now.
+            state.streams.cancel(run.stream_id)
+            _record_run(access, run.stats, delivered=False)
+            return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
         return _json_reply(reply, request_id, headers)
     return _event_stream(_reporting(frames, run.stats, access), state, headers)
+
+
+async def _read_unless_disconnected(frames: AsyncIterator[bytes], receive: Receive) -> bool:
+    """Read ``frames`` to their end; False, reading stopped, when the client disconnects first.
+
+    A JSON reply is only written at the end, so without watching ``receive`` a client that
+    hangs up would leave its run (and the provider's bill) going until the answer is complete.
+    """
+
+    async def read_all() -> None:
+        async with aclosing(frames):
+            async for _ in frames:
+                pass
+
+    async def until_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass  # the body was read already: only the disconnect can come
+
+    reading = asyncio.ensure_future(read_all())
+    watching = asyncio.ensure_future(until_disconnect())
+    try:
+        await asyncio.wait((reading, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (watching, reading):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(watching, reading, return_exceptions=True)
+    if reading.cancelled() or not reading.done():
+        return False
+    reading.result()  # a failure of the read itself propagates
+    return True
 
 
 async def _create_stream(request: Request, request_id: str) -> Response:

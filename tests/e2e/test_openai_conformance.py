@@ -247,6 +247,25 @@ def test_client_disconnect_mid_stream_when_reading_then_upstream_closed_within_2
     assert httpx.get(service.base_url + "/readyz").json()["open_streams"] == 0
 
 
+def test_json_mode_client_disconnects_when_waiting_then_run_cancelled_and_upstream_closed(
+    service: Service, upstream: FakeUpstream
+) -> None:
+    marker = uuid.uuid4().hex
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up on the JSON reply
+        httpx.post(
+            service.base_url + "/chat",
+            json={"message": f"[[tokens=200,delay_ms=200]] {marker}"},
+            headers={"Accept": "application/json", "X-Request-ID": marker},
+            timeout=httpx.Timeout(20, read=0.5),
+        )
+    record = record_for(upstream, marker)
+    # The answer would take 4 s (20 tokens, 200 ms apart): the run stops with the client.
+    assert upstream.wait_for_disconnect(record, timeout=2)
+    assert record.tokens_sent < MAX_OUTPUT_TOKENS
+    access = service.wait_for_log(event="request", request_id=marker)
+    assert access["outcome"] == "client_disconnected"
+
+
 def test_sequential_streams_when_each_completes_then_upstream_connection_reused(
     service: Service, upstream: FakeUpstream
 ) -> None:
