@@ -11,11 +11,11 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from agents import Model, ModelResponse, ModelSettings
+from agents import ModelSettings
 from openai.types.responses import ResponseStreamEvent
 
 from chat.models.sdk_events import (
-    collect_model_response,
+    StreamedModel,
     completed_event,
     created_event,
     text_delta_event,
@@ -75,7 +75,7 @@ def count_input_tokens(system_instructions: str | None, input: str | list[Any]) 
     return max(words, 1)
 
 
-class FakeModel(Model):
+class FakeModel(StreamedModel):
     """Streams ``tokens`` deterministic tokens, ``delay_s`` apart."""
 
     def __init__(self, *, tokens: int = 64, delay_s: float = 0.0, name: str = "fake") -> None:
@@ -83,18 +83,6 @@ class FakeModel(Model):
         self._text = "".join(self._tokens)
         self._delay_s = delay_s
         self._name = name
-
-    async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[Any],
-        model_settings: ModelSettings,
-        *args: Any,
-        **kwargs: Any,
-    ) -> ModelResponse:
-        return await collect_model_response(
-            self.stream_response(system_instructions, input, model_settings, *args, **kwargs)
-        )
 
     async def stream_response(  # type: ignore[override]
         self,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool
+from agents import ModelSettings, ModelTracing, Tool
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import TResponseInputItem, TResponseStreamEvent
@@ -36,7 +36,7 @@ from chat.models.local_engine import (
     validate_model_file,
 )
 from chat.models.sdk_events import (
-    collect_model_response,
+    StreamedModel,
     completed_event,
     created_event,
     text_delta_event,
@@ -112,7 +112,7 @@ def _text_of(content: Any) -> str:
     return "\n".join(texts)
 
 
-class LocalModel(Model):
+class LocalModel(StreamedModel):
     """An Agents SDK ``Model`` backed by the embedded llama.cpp engine."""
 
     def __init__(self, engine: LocalEngine, *, model_name: str = "smollm2-135m-instruct") -> None:
@@ -147,36 +147,6 @@ class LocalModel(Model):
         if output_schema is not None and not output_schema.is_plain_text():
             raise UnsupportedInputError("the local model only produces plain text")
         return to_chat_messages(system_instructions, input)
-
-    async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> ModelResponse:
-        """Generate the whole answer and return it with llama.cpp's token counts."""
-        return await collect_model_response(
-            self.stream_response(
-                system_instructions,
-                input,
-                model_settings,
-                tools,
-                output_schema,
-                handoffs,
-                tracing,
-                previous_response_id=previous_response_id,
-                conversation_id=conversation_id,
-                prompt=prompt,
-            )
-        )
 
     async def stream_response(
         self,

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import anyio
 import httpx2
 import openai
-from agents import Model, ModelResponse, ModelSettings, ModelTracing
+from agents import Model, ModelSettings, ModelTracing
 from agents.exceptions import UserError
 from agents.items import ItemHelpers
 from agents.models.chatcmpl_converter import Converter
@@ -38,7 +38,7 @@ from chat.models.openai_wire import (
     StreamDecoder,
 )
 from chat.models.sdk_events import (
-    collect_model_response,
+    StreamedModel,
     completed_event,
     created_event,
     text_delta_event,
@@ -63,7 +63,7 @@ _UNSUPPORTED_SETTINGS: Final = (
 )
 
 
-class FastOpenAIModel(Model):
+class FastOpenAIModel(StreamedModel):
     """Streams a Responses or Chat Completions answer as the few events the Runner needs."""
 
     def __init__(self, client: AsyncOpenAI, model: str, api: OpenAIApi) -> None:
@@ -71,18 +71,6 @@ class FastOpenAIModel(Model):
         self.api = api
         self._client = client
         self._path = "/responses" if api == "responses" else "/chat/completions"
-
-    async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[Any],
-        model_settings: ModelSettings,
-        *args: Any,
-        **kwargs: Any,
-    ) -> ModelResponse:
-        return await collect_model_response(
-            self.stream_response(system_instructions, input, model_settings, *args, **kwargs)
-        )
 
     async def stream_response(  # type: ignore[override]
         self,

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final, Literal
 
-from agents import ModelResponse, Usage
+from agents import Model, ModelResponse, Usage
 from agents.exceptions import ModelBehaviorError
 from agents.usage import _mark_request_completed_without_usage
 from openai.types.responses import (
@@ -142,3 +142,10 @@ async def collect_model_response(events: AsyncIterator[Any]) -> ModelResponse:
         response_id=response.id,
         request_id=getattr(response, "_request_id", None),
     )
+
+
+class StreamedModel(Model):
+    """An SDK ``Model`` whose ``get_response`` is its own ``stream_response``, drained."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        return await collect_model_response(self.stream_response(*args, **kwargs))
