@@ -7,9 +7,10 @@
 #
 # Build args:
 #   PYTHON_IMAGE  base image for both stages (default python:3.11-slim)
-#   CMAKE_ARGS    llama.cpp build flags. The default builds a portable binary (x86-64-v3:
-#                 AVX2/FMA/F16C, no -march=native) so the image runs on CPUs other than the build
-#                 host's. "-DGGML_NATIVE=ON" tunes for the build machine only.
+#   CHAT_LLAMA_NATIVE  1: build llama.cpp for the build machine's CPU only (-march=native)
+#   CMAKE_ARGS    llama.cpp build flags; empty (the default) means scripts/llama-cmake-args.sh's
+#                 portable build (x86-64-v3: AVX2/FMA/F16C/BMI2, no AVX-512 or AMX), so the image
+#                 runs on CPUs other than the build host's.
 #
 # Optional BuildKit/podman secrets (never stored in a layer):
 #   pip_conf  a pip.conf used for the install (mirror/index settings); docker/build.sh writes one
@@ -31,8 +32,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
-ENV CMAKE_ARGS=${CMAKE_ARGS}
+# The same flags as `make` and CI (scripts/llama-cmake-args.sh): x86-64-v3 without AVX-512 or AMX
+# on x86-64, llama.cpp's portable default elsewhere. --build-arg CHAT_LLAMA_NATIVE=1 opts in to
+# a build tuned for the build machine; CMAKE_ARGS, when given, overrides both.
+ARG CMAKE_ARGS=""
+ARG CHAT_LLAMA_NATIVE=0
+COPY scripts/llama-cmake-args.sh /tmp/llama-cmake-args.sh
 
 COPY requirements.txt /tmp/requirements.txt
 # Exactly the pinned, hashed set (the lock already holds every transitive dependency), after
@@ -45,6 +50,8 @@ RUN --mount=type=cache,id=streaming-chat-pip,target=/root/.cache/pip \
     --mount=type=secret,id=pip_conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip_ca \
     set -eu; \
+    CMAKE_ARGS="${CMAKE_ARGS:-$(CHAT_LLAMA_NATIVE="$CHAT_LLAMA_NATIVE" bash /tmp/llama-cmake-args.sh)}"; \
+    export CMAKE_ARGS; echo "llama.cpp CMAKE_ARGS: $CMAKE_ARGS"; \
     stamp=/root/.cache/pip/.cmake-args; \
     if [ "$(cat "$stamp" 2>/dev/null || true)" != "$CMAKE_ARGS" ]; then \
         rm -rf /root/.cache/pip/wheels; printf '%s' "$CMAKE_ARGS" > "$stamp"; \

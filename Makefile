@@ -13,19 +13,16 @@ PYTEST_ARGS ?=
 system-deps: ## Debian packages: compiler + cmake (llama.cpp), redis-server, chromium
 	bash scripts/install-system-deps.sh
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/install-venv.sh scripts/llama-cmake-args.sh
 	bash scripts/install-system-deps.sh
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.txt
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.txt
-	$(PY) -m pip check
+	bash scripts/install-venv.sh $(VENV) $(PYTHON) requirements.txt requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.installed ## serve on http://$(HOST):$(PORT) (embedded model unless OPENAI_* is set)
 	$(PY) -m chat --host $(HOST) --port $(PORT)
 
 test: system-deps $(VENV)/.installed ## the whole test suite
+	$(PY) scripts/llama-smoke.py
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff lint and format check
