@@ -12,6 +12,7 @@ from agents.exceptions import ModelBehaviorError
 
 from chat.models.local_engine import (
     ContextOverflowError,
+    EngineCrashedError,
     EngineNotReadyError,
     EngineOverloadedError,
     GenerationError,
@@ -50,7 +51,7 @@ def _is_aiohttp_connection_failure(exc: BaseException) -> bool:
 
 
 def _code_of(exc: BaseException) -> str | None:
-    if isinstance(exc, EngineNotReadyError | EngineOverloadedError):
+    if isinstance(exc, EngineNotReadyError | EngineOverloadedError | EngineCrashedError):
         return "upstream_unavailable"
     if isinstance(exc, ContextOverflowError | GenerationError):
         return "upstream_error"

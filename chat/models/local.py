@@ -1,6 +1,6 @@
 """The embedded local model as an Agents SDK ``Model``: Responses events over ``LocalEngine``.
 
-The engine (``local_engine.py``) owns llama.cpp, its worker thread and the FIFO of requests;
+The engine (``local_engine.py``) owns the llama.cpp worker process and the FIFO of requests;
 this module turns Responses-format input into chat messages and the engine's text pieces into
 the events the Runner expects.
 """
@@ -24,6 +24,7 @@ from chat.models.local_engine import (
     DEFAULT_TOP_P,
     ChatMessage,
     ContextOverflowError,
+    EngineCrashedError,
     EngineNotReadyError,
     EngineOverloadedError,
     Finished,
@@ -45,6 +46,7 @@ from chat.models.sdk_events import (
 __all__ = [
     "DEFAULT_CONTEXT_TOKENS",
     "ContextOverflowError",
+    "EngineCrashedError",
     "EngineNotReadyError",
     "EngineOverloadedError",
     "GenerationError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from pathlib import Path
 from typing import Final
@@ -22,8 +23,10 @@ from chat.settings import Settings, SettingsError
 
 DEFAULT_MAX_OUTPUT_TOKENS: Final = 512
 
-# Imported here so a missing runtime makes `auto` fall back before anything is built.
-import llama_cpp  # noqa: E402, F401
+# Checked here so a missing runtime makes `auto` fall back before anything is built. Only found,
+# never imported: llama.cpp's native code runs in the engine's worker process, not in the server.
+if importlib.util.find_spec("llama_cpp") is None:
+    raise ImportError("llama-cpp-python is not installed", name="llama_cpp")
 
 
 def default_threads() -> int:
@@ -52,7 +55,7 @@ def check_model_file(settings: Settings) -> None:
 
 
 def build_local_backend(settings: Settings, base: ModelSettings) -> Backend:
-    """One engine (one llama context, one worker thread) shared by every request."""
+    """One engine (one llama context, in one worker process) shared by every request."""
     max_output = settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
     engine = LocalEngine(
         model_path(settings),
@@ -86,5 +89,7 @@ def build_local_backend(settings: Settings, base: ModelSettings) -> Backend:
         load=engine.load,
         close=engine.aclose,
         check_input=check_input,
-        engine=engine,
+        healthy=lambda: engine.ready,
+        on_contended=lambda callback: setattr(engine, "on_contended", callback),
+        waiting=lambda: engine.waiting,
     )

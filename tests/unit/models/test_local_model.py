@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +32,14 @@ from chat.models.local import (
     validate_model_file,
 )
 from chat.models.local_engine import Finished, SamplingParams, build_messages
+from chat.models.local_protocol import Ended, Started
+from chat.settings import DEFAULT_INSTRUCTIONS
 
-INSTRUCTIONS = "You are a helpful assistant."
+# The service's own instructions: under the bare "You are a helpful assistant." greedy decoding
+# answers "Paris" on a native AVX-512 build but "La femme de France, le Grand Croix, ..." on the
+# portable x86-64-v3 one (a 135M model's greedy answer can flip with the CPU kernels). These hold
+# on both, so the content checks hold on every build the project makes.
+INSTRUCTIONS = DEFAULT_INSTRUCTIONS
 QUESTION = "What is the capital of France?"
 LONG_ANSWER = "Write a very long story about a dragon who learns to cook."
 # Generous bounds: the suite shares two cores with other work; a healthy run takes ~0.1 s.
@@ -113,6 +121,16 @@ async def _first_item(engine: LocalEngine, message: str) -> float:
     raise AssertionError("no text came back")
 
 
+async def _threads_settle_at(baseline: int) -> bool:
+    """Whether the thread count comes back to ``baseline``: asyncio's child watcher thread of an
+    exited worker process ends a moment after the process is reaped."""
+    for _ in range(100):  # bounded: 5 s
+        if threading.active_count() == baseline:
+            return True
+        await asyncio.sleep(0.05)
+    return threading.active_count() == baseline
+
+
 async def _drain(stream: AsyncIterator[Any]) -> None:
     async for _ in stream:
         pass
@@ -180,19 +198,20 @@ async def test_count_prompt_tokens_when_compared_with_create_chat_completion_the
     engine: LocalEngine,
 ) -> None:
     # llama-cpp-python's own chat path formats with the GGUF's template; ours must match it.
-    from llama_cpp import Llama
-
-    llama = Llama(model_path=str(engine.path), n_ctx=512, verbose=False)
-    try:
-        messages: Any = build_messages(INSTRUCTIONS, QUESTION)
-        reply: Any = llama.create_chat_completion(messages=messages, max_tokens=1)
-    finally:
-        llama.close()
-
-    assert (
-        await engine.count_prompt_tokens(INSTRUCTIONS, QUESTION)
-        == (reply["usage"]["prompt_tokens"])
+    # Asked in a child process: llama.cpp never runs in the test process (a crash there would
+    # take the whole test run down).
+    script = (
+        "import json, sys; from llama_cpp import Llama; "
+        "llama = Llama(model_path=sys.argv[1], n_ctx=512, verbose=False); "
+        "reply = llama.create_chat_completion(messages=json.loads(sys.argv[2]), max_tokens=1); "
+        "print(reply['usage']['prompt_tokens'])"
     )
+    messages = json.dumps(build_messages(INSTRUCTIONS, QUESTION))
+    with anyio.fail_after(STEP_TIMEOUT_S):
+        done = await anyio.run_process([sys.executable, "-c", script, str(engine.path), messages])
+    expected = int(done.stdout.decode().split()[-1])
+
+    assert await engine.count_prompt_tokens(INSTRUCTIONS, QUESTION) == expected
 
 
 # --- concurrency and cancellation --------------------------------------------------------------
@@ -214,26 +233,18 @@ async def test_two_concurrent_runs_when_started_together_then_both_complete_one_
 
 
 class WorkerJobs:
-    """Watches the engine's worker thread: which jobs it started and finished."""
+    """Watches the engine's worker process: which jobs it started and ended, in order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.started: list[Any] = []
-        self.ended: list[Any] = []
+    def __init__(self) -> None:
+        self.started: list[Started] = []
+        self.ended: list[Ended] = []
         self._changed = asyncio.Event()
 
-    def wrap(self, run: Any) -> Any:
-        def observed(llama: Any, job: Any) -> None:
-            self._loop.call_soon_threadsafe(self._note, self.started, job)
-            try:
-                run(llama, job)
-            finally:
-                self._loop.call_soon_threadsafe(self._note, self.ended, job)
-
-        return observed
-
-    def _note(self, jobs: list[Any], job: Any) -> None:
-        jobs.append(job)
+    def __call__(self, report: Started | Ended) -> None:
+        if isinstance(report, Started):
+            self.started.append(report)
+        elif any(job.id == report.id for job in self.started):
+            self.ended.append(report)  # not the warm-up's job, which may end after we attach
         self._changed.set()
 
     async def wait_for(self, jobs: list[Any], count: int) -> Any:
@@ -247,13 +258,13 @@ class WorkerJobs:
 @pytest.fixture
 async def worker_jobs(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> WorkerJobs:
     await _first_item(engine, QUESTION)  # warm: thread pools exist before any thread baseline
-    watcher = WorkerJobs(asyncio.get_running_loop())
-    monkeypatch.setattr(engine, "_run", watcher.wrap(engine._run))
+    watcher = WorkerJobs()
+    monkeypatch.setattr(engine, "observer", watcher)
     return watcher
 
 
-# Unread items a cancelled job may leave: the token in flight, its successor, Finished.
-MAX_ITEMS_AFTER_CANCEL = 3
+# Tokens a cancelled job may still generate: those in flight when the cancel frame arrives.
+MAX_TOKENS_AFTER_CANCEL = 8
 
 
 @local_model
@@ -283,10 +294,11 @@ async def test_run_when_consumer_cancels_mid_generation_then_worker_stops_and_ne
     with anyio.fail_after(STEP_TIMEOUT_S):
         cancelled = await worker_jobs.wait_for(worker_jobs.ended, 1)
         await _first_item(engine, QUESTION)
-    # Left running, the cancelled job would have posted up to 1000 tokens nobody reads.
-    assert cancelled.items.qsize() <= MAX_ITEMS_AFTER_CANCEL
-    assert worker_jobs.started[1] is not cancelled  # the next request got the worker
-    assert threading.active_count() == baseline_threads
+    # Left running, the cancelled job would have generated up to 1000 tokens nobody reads.
+    assert cancelled.cancelled
+    assert cancelled.completion_tokens <= deltas + MAX_TOKENS_AFTER_CANCEL
+    assert worker_jobs.started[1].id != cancelled.id  # the next request got the worker
+    assert await _threads_settle_at(baseline_threads)
 
 
 @local_model
@@ -296,11 +308,14 @@ async def test_generate_when_task_cancelled_then_worker_stops_within_a_few_token
 ) -> None:
     baseline_threads = threading.active_count()
     first_piece = asyncio.Event()
+    pieces = 0
 
     async def consume() -> None:
+        nonlocal pieces
         params = SamplingParams(max_tokens=1000)
         async for item in engine.generate(build_messages(INSTRUCTIONS, LONG_ANSWER), params):
             if isinstance(item, str):
+                pieces += 1
                 first_piece.set()
 
     task = asyncio.create_task(consume())
@@ -314,8 +329,9 @@ async def test_generate_when_task_cancelled_then_worker_stops_within_a_few_token
     with anyio.fail_after(STEP_TIMEOUT_S):
         cancelled = await worker_jobs.wait_for(worker_jobs.ended, 1)
         await _first_item(engine, QUESTION)
-    assert cancelled.items.qsize() <= MAX_ITEMS_AFTER_CANCEL
-    assert threading.active_count() == baseline_threads
+    assert cancelled.cancelled
+    assert cancelled.completion_tokens <= pieces + MAX_TOKENS_AFTER_CANCEL
+    assert await _threads_settle_at(baseline_threads)
 
 
 @local_model
@@ -343,7 +359,7 @@ async def test_generate_when_cancelled_during_long_prompt_evaluation_then_worker
         cancelled = await worker_jobs.wait_for(worker_jobs.ended, 1)
 
     assert time.monotonic() - cancelled_at < ABORT_WITHIN_S
-    assert cancelled.items.qsize() == 0  # stopped before any token
+    assert cancelled.completion_tokens == 0  # stopped before any token
     assert engine.in_flight == 0
     with anyio.fail_after(STEP_TIMEOUT_S):
         await _first_item(engine, QUESTION)
@@ -426,7 +442,7 @@ async def test_aclose_when_stream_open_then_stream_ends_not_ready_and_no_thread_
     assert time.monotonic() - started < CLOSE_WITHIN_S
     assert not closing.ready
     assert closing.in_flight == 0
-    assert threading.active_count() == baseline_threads
+    assert await _threads_settle_at(baseline_threads)
     with pytest.raises(EngineNotReadyError):
         await closing.count_prompt_tokens(None, QUESTION)
 
@@ -556,7 +572,7 @@ async def test_load_when_gguf_magic_but_corrupt_then_local_model_error_and_no_th
     _assert_one_line_naming(caught.value, path)
     assert not broken.ready
     await broken.aclose()
-    assert threading.active_count() == baseline_threads
+    assert await _threads_settle_at(baseline_threads)
 
 
 @pytest.mark.anyio
@@ -567,7 +583,7 @@ async def test_load_when_file_missing_then_local_model_error_before_any_thread(
     missing = LocalEngine(tmp_path / "x.gguf", context=256, max_output_tokens=8, max_queue=0)
     with pytest.raises(LocalModelError, match="does not exist"):
         await missing.load()
-    assert threading.active_count() == baseline_threads
+    assert await _threads_settle_at(baseline_threads)
 
 
 # --- Responses input -> chat messages ----------------------------------------------------------
