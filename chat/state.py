@@ -42,8 +42,14 @@ class AppState:
         # instead of an Event (and its waiter deque) per open stream.
         self.sse_shutdown = anyio.Event()
         self.streams = StreamManager(
-            store, grace_s=settings.detached_grace_s, shared_store=shared_store
+            store,
+            grace_s=settings.detached_grace_s,
+            shared_store=shared_store,
+            contended=backend.contended,
         )
+        # A run nobody reads gives way at once to a request waiting for the model (one local
+        # engine generates one answer at a time): see StreamManager.preempt_detached.
+        backend.when_contended(self.streams.preempt_detached)
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,

@@ -34,13 +34,14 @@ def new_stream_id() -> str:
 class StreamRun:
     """One run in this process: its control, its stats, and its local readers."""
 
-    __slots__ = ("control", "done", "grace", "readers", "stats", "stream_id", "task")
+    __slots__ = ("control", "done", "grace", "read", "readers", "stats", "stream_id", "task")
 
     def __init__(self, stream_id: str, control: RunControl, stats: RunStats) -> None:
         self.stream_id = stream_id
         self.control = control
         self.stats = stats
         self.readers = 0
+        self.read = False  # a reader attached at some point: leaving now means detached
         self.grace: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.done = False
@@ -56,12 +57,14 @@ class StreamManager:
         grace_s: float,
         shared_store: bool = False,
         on_finish: Callable[[StreamRun], None] | None = None,
+        contended: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.grace_s = grace_s
         # With a shared store, readers on other workers count too: ask the store before cancelling.
         self.shared_store = shared_store
         self._on_finish = on_finish
+        self._contended = contended
         self._runs: dict[str, StreamRun] = {}
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -122,6 +125,7 @@ class StreamManager:
         run = self._runs.get(stream_id)
         if run is not None:
             run.readers += 1
+            run.read = True
             if run.grace is not None:
                 run.grace.cancel()
                 run.grace = None
@@ -136,7 +140,10 @@ class StreamManager:
             if run is not None:
                 run.readers -= 1
                 if run.readers == 0 and not run.done:
-                    self._arm_grace(run)
+                    if self._contended is not None and self._contended():
+                        self._expire(run, reason="contended")
+                    else:
+                        self._arm_grace(run)
 
     def cancel(self, stream_id: str, code: str = "cancelled") -> bool:
         """Stop a run of this process; False when it is not running here."""
@@ -156,27 +163,47 @@ class StreamManager:
         loop = asyncio.get_running_loop()
         run.grace = loop.call_later(grace_s, self._expire, run)
 
-    def _expire(self, run: StreamRun) -> None:
+    def preempt_detached(self) -> None:
+        """A request waits for the model: stop the runs whose readers have all gone.
+
+        Such a run would otherwise hold the model for up to ``grace_s`` for a reader that may
+        never come back, while a reader that is here waits (measured: 10 s to the first token
+        behind one detached local-model run). Runs whose first reader has not arrived yet keep
+        their time.
+        """
+        for run in list(self._runs.values()):
+            if run.read and run.readers == 0 and not run.done:
+                if run.grace is not None:
+                    run.grace.cancel()
+                self._expire(run, reason="contended")
+
+    def _expire(self, run: StreamRun, reason: str = "grace") -> None:
         run.grace = None
         if run.readers or run.done:
             return
         if self.shared_store:
-            task = asyncio.create_task(self._expire_if_unread(run))
+            task = asyncio.create_task(self._expire_if_unread(run, reason))
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
             return
-        log.info("stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s)
-        run.control.stop("cancelled")
+        self._stop_detached(run, reason)
 
-    async def _expire_if_unread(self, run: StreamRun) -> None:
+    async def _expire_if_unread(self, run: StreamRun, reason: str) -> None:
         if await self.store.readers(run.stream_id) > 0:
             # Read on another worker: look again later rather than cancel a watched stream.
-            if not run.done and run.readers == 0:
+            if not run.done and run.readers == 0 and run.grace is None:
                 run.grace = asyncio.get_running_loop().call_later(
                     max(self.grace_s, 0.5), self._expire, run
                 )
             return
-        log.info("stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s)
+        self._stop_detached(run, reason)
+
+    def _stop_detached(self, run: StreamRun, reason: str) -> None:
+        if run.done or run.readers:
+            return
+        log.info(
+            "stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s, reason=reason
+        )
         run.control.stop("cancelled")
 
     async def watch_remote_cancels(self, poll_s: float = 0.5) -> None:

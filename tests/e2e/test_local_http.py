@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -152,3 +154,88 @@ def test_bad_model_file_when_starting_then_one_line_naming_path(path: str, probl
     assert len(lines) == 1
     assert lines[0].startswith("configuration error: CHAT_LOCAL_MODEL_PATH: ")
     assert path in lines[0] and problem in lines[0]
+
+
+def _readyz_status(service: Service) -> int:
+    return httpx.get(service.base_url + "/readyz", timeout=5).status_code
+
+
+def test_engine_worker_when_killed_mid_stream_then_one_error_and_service_recovers() -> None:
+    env = {"CHAT_BACKEND": "local", "CHAT_MAX_OUTPUT_TOKENS": "400"}
+    with Service(env) as service:
+        pid = service.wait_for_log(event="local_model_loaded")["worker_pid"]
+        story = {"message": "Write a long story about a dragon and a knight."}
+        with httpx.stream("POST", service.base_url + "/chat", json=story, timeout=60) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: delta"
+            os.kill(pid, signal.SIGKILL)
+            frames = events_only(list(parse_lines(lines)))
+        terminal = [frame for frame in frames if frame.event in {"done", "error"}]
+        assert [frame.event for frame in terminal] == ["error"]
+        assert frames[-1] is terminal[0]
+        error = terminal[0].data
+        assert error["code"] == "upstream_unavailable"
+        assert error["retryable"] is True
+        assert service.proc.poll() is None  # the HTTP server lives on
+
+        # 503 until a new worker has loaded the model, then 200, by itself.
+        statuses = [_readyz_status(service)]
+        for _ in range(300):  # bounded: 30 s
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.1)
+            statuses.append(_readyz_status(service))
+        assert statuses[0] == 503
+        assert statuses[-1] == 200
+        died = service.wait_for_log(event="local_worker_died")
+        assert died["exit"] == "killed by SIGKILL"
+        reloaded = [r for r in service.records() if r.get("event") == "local_model_loaded"]
+        assert reloaded[-1]["worker_pid"] != pid
+
+        with httpx.stream(
+            "POST", service.base_url + "/chat", json={"message": QUESTION}, timeout=60
+        ) as response:
+            after = events_only(read_frames(response))
+        assert after[-1].event == "done"
+        assert "Paris" in answer_text(after)
+    assert not os.path.exists(f"/proc/{reloaded[-1]['worker_pid']}/stat") or _is_zombie(
+        reloaded[-1]["worker_pid"]
+    )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_detached_run_when_another_request_waits_then_it_gives_way_at_once() -> None:
+    # The defaults: CHAT_DETACHED_GRACE_S=10, so a reader may come back for 10 s.
+    env = {"CHAT_BACKEND": "local", "CHAT_MAX_OUTPUT_TOKENS": "500"}
+    with Service(env) as service:
+        url = service.base_url + "/chat"
+        story = {"message": "Write a very long story about a dragon who learns to cook."}
+        with httpx.stream("POST", url, json=story, timeout=60) as response:
+            stream_id = response.headers["x-stream-id"]
+            assert next(response.iter_lines()) == "event: delta"
+        service.wait_for_log(event="request", outcome="client_disconnected")
+
+        started = time.monotonic()
+        with httpx.stream("POST", url, json={"message": QUESTION}, timeout=60) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: delta"
+            first_delta_s = time.monotonic() - started
+            frames = events_only(list(parse_lines(lines)))
+        assert frames[-1].event == "done"
+        # Behind the detached run it would wait out the 10 s grace (measured: 10.25 s).
+        assert first_delta_s < 5.0
+        cancel = service.wait_for_log(event="stream_detached_cancel", stream_id=stream_id)
+        assert cancel["reason"] == "contended"
+
+        # The detached run's log ends as after its grace period: with `cancelled`.
+        replay = httpx.get(f"{service.base_url}/chat/streams/{stream_id}", timeout=30)
+        replayed = events_only(list(parse_lines(iter(replay.text.splitlines()))))
+        assert replayed[-1].event == "error"
+        assert replayed[-1].data["code"] == "cancelled"
