@@ -188,4 +188,18 @@ def app_from_environment() -> Starlette:
     return create_app(settings)
 
 
-app = app_from_environment()
+_environment_app: Starlette | None = None
+
+
+def __getattr__(name: str) -> Starlette:
+    """``app``, built from the environment on first use (``uvicorn app:app``).
+
+    Importing this module reads no environment, configures no logging and pings no Redis:
+    ``from app import create_app`` stays free of side effects.
+    """
+    global _environment_app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _environment_app is None:
+        _environment_app = app_from_environment()
+    return _environment_app
