@@ -2,9 +2,9 @@
 
 It answers ``POST /chat`` with exactly the frames the service sends for the fake upstream's
 answer (``encode_sse`` of ``tok0 ``, ``tok1 `` … then ``done``), honouring the same
-``[[tokens=N,delay_ms=D]]`` directives in the message as ``bench.fake_upstream``. With no delay
-the whole answer goes out in one body chunk, as the fake upstream writes it. What it costs is
-what uvicorn and the event loop cost; everything the service spends above it is ours.
+``[[tokens=N,delay_ms=D]]`` directives in the message as ``tests.support.fake_upstream``. With
+no delay the whole answer goes out in one body chunk, as the fake upstream writes it. What it
+costs is what uvicorn and the event loop cost; everything the service spends above it is ours.
 
     uvicorn bench.bare_asgi:app --port 8003
 """
@@ -17,8 +17,8 @@ from typing import Any, Final
 
 import msgspec
 
-from bench.fake_upstream import DEFAULT_TOKENS, parse_directives, token_text
 from chat.events import Delta, Done, Usage, encode_sse
+from tests.support.fake_upstream import DEFAULT_TOKENS, parse_directives, token_text
 
 _HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

@@ -145,7 +145,7 @@ class Server(Process):
 
 
 class Upstream(Process):
-    """``bench.fake_upstream`` on its own port, by default 64 tokens with no delay."""
+    """``tests.support.fake_upstream`` on its own port, by default 64 tokens with no delay."""
 
     def __init__(self, *, log_dir: Path, core: int | None = LOAD_CORE) -> None:
         probe = socket.socket()
@@ -153,7 +153,7 @@ class Upstream(Process):
         self.port: int = probe.getsockname()[1]
         probe.close()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "bench.fake_upstream", "--port", str(self.port)]
+        command = [sys.executable, "-m", "tests.support.fake_upstream", "--port", str(self.port)]
         super().__init__("upstream", command, env={}, log_dir=log_dir, core=core)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.service import Service
 
 

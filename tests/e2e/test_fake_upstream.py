@@ -20,7 +20,7 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
 
-from bench.fake_upstream import (
+from tests.support.fake_upstream import (
     FakeUpstream,
     RequestRecord,
     Scenario,
@@ -420,7 +420,7 @@ def test_server_wide_defaults() -> None:
 
 def test_cli_prints_address_and_stops_on_sigterm() -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_upstream", "--port", "0", "--tokens", "2"],
+        [sys.executable, "-m", "tests.support.fake_upstream", "--port", "0", "--tokens", "2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from bench.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.service import Service
 
 UPSTREAM_KEY = "sk-proj-CANARYupstreamKEY0123456789abcdefABCDEF"

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.fake_upstream import FakeUpstream, RequestRecord, expected_text, prompt_tokens
+from tests.support.fake_upstream import FakeUpstream, RequestRecord, expected_text, prompt_tokens
 from tests.support.service import Service
 from tests.support.sse import Frame, answer_text, events_only, read_frames
 

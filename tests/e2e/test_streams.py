@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.fake_upstream import FakeUpstream
 from chat.models.fake import fake_tokens
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.service import Service
 from tests.support.sse import Frame, answer_text, events_only, parse_lines
 
