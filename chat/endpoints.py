@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Send
 
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
+from chat.models.errors import InputTooLongError
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
 from chat.state import AppState
@@ -223,7 +224,12 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         raise ChatError("shutting_down", headers={"Retry-After": "5"})
     if not state.backend.ready:
         raise ChatError("not_ready", headers={"Retry-After": "5"})
-    await state.backend.check_input(settings.instructions, chat_request.message)
+    try:
+        await state.backend.check_input(settings.instructions, chat_request.message)
+    except InputTooLongError as exc:
+        raise ChatError(
+            "invalid_request", details=[{"path": exc.path, "message": exc.message}]
+        ) from None
     if not state.slots.try_acquire():
         raise ChatError("overloaded", headers={"Retry-After": "1"})
 

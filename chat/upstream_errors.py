@@ -10,13 +10,7 @@ import httpx2
 import openai
 from agents.exceptions import ModelBehaviorError
 
-from chat.models.local_engine import (
-    ContextOverflowError,
-    EngineCrashedError,
-    EngineNotReadyError,
-    EngineOverloadedError,
-    GenerationError,
-)
+from chat.models.errors import ModelFailedError, ModelUnavailableError
 
 _UNAVAILABLE_STATUSES: Final = frozenset({502, 503, 504, 529})
 
@@ -51,9 +45,9 @@ def _is_aiohttp_connection_failure(exc: BaseException) -> bool:
 
 
 def _code_of(exc: BaseException) -> str | None:
-    if isinstance(exc, EngineNotReadyError | EngineOverloadedError | EngineCrashedError):
+    if isinstance(exc, ModelUnavailableError):
         return "upstream_unavailable"
-    if isinstance(exc, ContextOverflowError | GenerationError):
+    if isinstance(exc, ModelFailedError):
         return "upstream_error"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return "upstream_auth"

@@ -10,8 +10,8 @@ from typing import Final
 
 from agents import ModelSettings
 
-from chat.backends import Backend
-from chat.errors import ChatError
+from chat.models.backend import Backend
+from chat.models.errors import InputTooLongError
 from chat.models.local import LocalModel
 from chat.models.local_engine import (
     LocalEngine,
@@ -68,17 +68,10 @@ def build_local_backend(settings: Settings, base: ModelSettings) -> Backend:
     async def check_input(instructions: str, message: str) -> None:
         prompt_tokens = await engine.count_prompt_tokens(instructions, message)
         if prompt_tokens >= engine.context_size:
-            raise ChatError(
-                "invalid_request",
-                details=[
-                    {
-                        "path": "$.message",
-                        "message": (
-                            f"is {prompt_tokens} tokens with the instructions; the model's "
-                            f"context window holds {engine.context_size} including the answer"
-                        ),
-                    }
-                ],
+            raise InputTooLongError(
+                "$.message",
+                f"is {prompt_tokens} tokens with the instructions; the model's "
+                f"context window holds {engine.context_size} including the answer",
             )
 
     return Backend(

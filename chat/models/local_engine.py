@@ -27,6 +27,7 @@ import msgspec
 import structlog
 
 from chat.models import local_protocol as proto
+from chat.models.errors import ModelFailedError, ModelUnavailableError
 from chat.models.local_files import (
     LocalModelError,
     default_model_path,
@@ -68,7 +69,7 @@ ChatMessage = proto.Message
 Finished = proto.Finished
 
 
-class ContextOverflowError(Exception):
+class ContextOverflowError(ModelFailedError):
     """The prompt does not fit the context window."""
 
     def __init__(self, prompt_tokens: int, context_size: int) -> None:
@@ -80,19 +81,19 @@ class ContextOverflowError(Exception):
         self.context_size = context_size
 
 
-class EngineOverloadedError(Exception):
+class EngineOverloadedError(ModelUnavailableError):
     """More requests than one generating plus ``max_queue`` waiting."""
 
 
-class EngineNotReadyError(Exception):
+class EngineNotReadyError(ModelUnavailableError):
     """The model is not loaded, or the engine is closed."""
 
 
-class EngineCrashedError(Exception):
+class EngineCrashedError(ModelUnavailableError):
     """The worker process died while it held this request."""
 
 
-class GenerationError(Exception):
+class GenerationError(ModelFailedError):
     """llama.cpp failed while generating; the message is safe to show."""
 
 

@@ -6,7 +6,7 @@ import httpx2
 from agents import Model, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 
-from chat.backends import Backend
+from chat.models.backend import Backend
 from chat.models.openai_fast import build_fast_openai_model
 from chat.settings import Settings
 
