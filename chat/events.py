@@ -47,7 +47,6 @@ class Error(ChatEventBase, frozen=True, tag="error"):
 
 
 ChatEvent = Delta | Done | Error
-TerminalEvent = Done | Error
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(ChatEvent)

@@ -68,15 +68,6 @@ class StreamManager:
         self._runs: dict[str, StreamRun] = {}
         self._checks: set[asyncio.Task[None]] = set()
 
-    @property
-    def running(self) -> int:
-        """Runs of this process that have not finished."""
-        return len(self._runs)
-
-    def local_run(self, stream_id: str) -> StreamRun | None:
-        """The run with that id if this process runs it."""
-        return self._runs.get(stream_id)
-
     async def start(
         self,
         events: AsyncIterator[ChatEvent],
