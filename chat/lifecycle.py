@@ -8,26 +8,15 @@ rest so each stream still ends with its one terminal ``error`` event (``shutting
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Callable
-from typing import Any
 
 import structlog
+
+from chat.seams import uvicorn_is_exiting
 
 log = structlog.get_logger(__name__)
 
 StopRun = Callable[[str], None]
-
-
-def uvicorn_is_exiting() -> bool:
-    """True once uvicorn (or sse-starlette's patch of it) has been told to exit."""
-    from sse_starlette.sse import AppStatus
-
-    if AppStatus.should_exit:
-        return True
-    handler: Any = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    return bool(getattr(server, "should_exit", False))
 
 
 class Drainer:

@@ -14,7 +14,6 @@ from typing import Any, Final, Literal
 
 from agents import Model, ModelResponse, Usage
 from agents.exceptions import ModelBehaviorError
-from agents.usage import _mark_request_completed_without_usage
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -26,6 +25,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response import IncompleteDetails
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
+from chat.seams import mark_completed_without_usage, provider_request_id
 
 MESSAGE_ID: Final = "msg_chat"
 _NO_INPUT_DETAILS: Final = InputTokensDetails(cached_tokens=0, cache_write_tokens=0)
@@ -116,7 +117,7 @@ def completed_event(
         )
     response = _response(response_id, model, [message], usage, "completed", finish_reason)
     if usage is None:
-        _mark_request_completed_without_usage(response)
+        mark_completed_without_usage(response)
     return ResponseCompletedEvent(
         type="response.completed", response=response, sequence_number=sequence_number
     )
@@ -140,7 +141,7 @@ async def collect_model_response(events: AsyncIterator[Any]) -> ModelResponse:
             total_tokens=usage.total_tokens if usage else 0,
         ),
         response_id=response.id,
-        request_id=getattr(response, "_request_id", None),
+        request_id=provider_request_id(response),
     )
 
 

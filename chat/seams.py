@@ -1,0 +1,126 @@
+"""Every use of a dependency's private or undocumented API, in one place, each with its reason.
+
+An upgrade of openai-agents, openai, sse-starlette or uvicorn may change any of these without
+notice. ``tests/unit/test_seams.py`` checks each one against the installed versions and fails
+naming the seam and the package, so a broken upgrade says what broke instead of misbehaving.
+Nothing else in the project touches another package's underscored names.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING, Any
+
+from agents import ModelSettings, RunConfig
+from agents.models.chatcmpl_converter import Converter
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.usage import _mark_request_completed_without_usage
+from openai._models import add_request_id
+
+if TYPE_CHECKING:  # the HTTP layer passes its responses in; models never need Starlette
+    from starlette.responses import Response
+
+__all__ = [
+    "FAKE_RESPONSES_ID",
+    "SSE_SEND_WITH_TIMEOUT",
+    "Converter",
+    "drop_connection_header",
+    "mark_completed_without_usage",
+    "openai_request_options",
+    "provider_request_id",
+    "run_config",
+    "set_provider_request_id",
+    "uvicorn_is_exiting",
+]
+
+# agents.models.chatcmpl_converter.Converter (internal module): turns Responses-format input
+# items into Chat Completions messages exactly as the SDK's own Chat Completions model does, so
+# our msgspec-decoding model sends the same request the stock one would.
+# agents.models.fake_id.FAKE_RESPONSES_ID: the placeholder id the SDK gives responses of
+# providers that have none (Chat Completions); ours carry the same.
+
+# The name of sse-starlette's per-event send method, which our EventSourceResponse subclass
+# overrides to skip an anyio cancel scope per event when there is no send timeout (~4 us an
+# event); with a timeout the library's own path runs.
+SSE_SEND_WITH_TIMEOUT = "_send_with_timeout"
+
+
+def mark_completed_without_usage(response: Any) -> None:
+    """Count a provider response that reported no usage as one request.
+
+    The SDK's helper ``agents.usage._mark_request_completed_without_usage``: without it, a run
+    whose stream had no usage chunk reports ``requests=0``.
+    """
+    _mark_request_completed_without_usage(response)
+
+
+def set_provider_request_id(response: Any, request_id: str | None) -> None:
+    """Attach the provider's ``x-request-id`` to a response we built ourselves.
+
+    The openai client keeps it in the private ``_request_id`` of the models it parses, set by
+    its private ``openai._models.add_request_id``; our decoder builds the response objects
+    directly, so it uses the same helper, and ``ModelResponse.request_id`` is filled from it.
+    """
+    add_request_id(response, request_id)
+
+
+def provider_request_id(response: Any) -> str | None:
+    """The provider's request id of a response (see ``set_provider_request_id``)."""
+    value = getattr(response, "_request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def drop_connection_header(response: Response) -> None:
+    """Remove the ``Connection: keep-alive`` that sse-starlette adds to every stream.
+
+    It is hop-by-hop and forbidden in HTTP/2 (a proxy forwarding it breaks the stream), and
+    HTTP/1.1 keeps connections alive by default. sse-starlette documents no way to leave it out.
+    """
+    del response.headers["connection"]
+
+
+def uvicorn_is_exiting() -> bool:
+    """True once uvicorn has been told to exit (SIGTERM/SIGINT), seen from inside the app.
+
+    Neither library says so publicly. sse-starlette keeps a process-global
+    ``sse_starlette.sse.AppStatus.should_exit`` that its own patch of uvicorn's signal handler
+    sets; when that patch is not in place, uvicorn's handler is the bound method
+    ``Server.handle_exit`` and its server has ``should_exit``.
+    """
+    from sse_starlette.sse import AppStatus
+
+    if AppStatus.should_exit:
+        return True
+    handler: Any = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+def run_config(*, model: Any, tracing: bool, model_settings: ModelSettings) -> RunConfig:
+    """A RunConfig whose ``model_settings`` skips ``RunConfig.__post_init__``'s re-validation.
+
+    ``__post_init__`` resolves the dataclass's type hints (``typing.get_type_hints``, 0.5-1 ms a
+    run) only to check a ModelSettings we built ourselves; set after construction, it is not.
+    """
+    config = RunConfig(
+        model=model, tracing_disabled=not tracing, trace_include_sensitive_data=False
+    )
+    config.model_settings = model_settings
+    return config
+
+
+def openai_request_options(settings: ModelSettings) -> dict[str, Any]:
+    """Per-request options for the openai client's low-level ``post(..., options=...)``.
+
+    The keys are fields of the client's private ``openai._models.FinalRequestOptions``:
+    ``security`` (send the bearer key), ``headers`` (X-Request-ID), ``params`` (query) and
+    ``extra_json`` (extra body fields), as its public ``create()`` methods fill them.
+    """
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}
+    if settings.extra_headers:
+        options["headers"] = settings.extra_headers
+    if settings.extra_query:
+        options["params"] = settings.extra_query
+    if settings.extra_body:
+        options["extra_json"] = settings.extra_body
+    return options

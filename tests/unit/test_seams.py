@@ -1,0 +1,119 @@
+"""Each seam into a dependency's internals still holds on the installed versions.
+
+When one of these fails after an upgrade, the message names the package and the internal that
+changed; chat/seams.py says why we use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import signal
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+from agents import ModelSettings, RunConfig
+from openai._models import FinalRequestOptions
+from openai.types.responses import Response as OpenAIResponse
+from sse_starlette import EventSourceResponse
+
+from chat import seams
+
+
+def _broke(package: str, what: str) -> str:
+    return f"{package} {version(package)} changed {what}: see chat/seams.py"
+
+
+def test_mark_completed_without_usage_when_called_then_the_sdk_helper_takes_a_response() -> None:
+    import agents.usage
+
+    helper = getattr(agents.usage, "_mark_request_completed_without_usage", None)
+    assert callable(helper), _broke(
+        "openai-agents", "agents.usage._mark_request_completed_without_usage"
+    )
+    assert list(inspect.signature(helper).parameters) == ["response"], _broke(
+        "openai-agents", "the signature of _mark_request_completed_without_usage"
+    )
+    response: Any = OpenAIResponse.model_construct(id="r", output=[], usage=None)
+    seams.mark_completed_without_usage(response)  # must accept the responses we build
+
+
+def test_provider_request_id_when_set_then_kept_where_the_openai_client_keeps_it() -> None:
+    import openai._models
+
+    assert callable(getattr(openai._models, "add_request_id", None)), _broke(
+        "openai", "openai._models.add_request_id (how parsed responses keep x-request-id)"
+    )
+    response: Any = OpenAIResponse.model_construct(id="r", output=[])
+    seams.set_provider_request_id(response, "req_123")
+    assert seams.provider_request_id(response) == "req_123"
+    assert response._request_id == "req_123"
+    assert "_request_id" not in response.model_dump()  # never serialised into a body
+
+
+def test_openai_request_options_when_built_then_final_request_options_accepts_them() -> None:
+    settings = ModelSettings(
+        extra_headers={"X-Request-ID": "r1"}, extra_query={"q": "1"}, extra_body={"b": 2}
+    )
+    options = seams.openai_request_options(settings)
+    fields = set(FinalRequestOptions.model_fields)
+    assert set(options) <= fields, _broke("openai", f"FinalRequestOptions fields ({fields})")
+    built = FinalRequestOptions.construct(method="post", url="/x", **options)
+    assert built.headers == {"X-Request-ID": "r1"}
+
+
+def test_run_config_when_built_then_model_settings_set_and_post_init_still_exists() -> None:
+    settings = ModelSettings(max_tokens=7)
+    config = seams.run_config(model=None, tracing=False, model_settings=settings)
+    assert config.model_settings is settings
+    assert config.tracing_disabled is True
+    assert "model_settings" in {f.name for f in dataclasses.fields(RunConfig)}, _broke(
+        "openai-agents", "RunConfig.model_settings"
+    )
+
+
+def test_sse_send_with_timeout_when_overridden_then_library_still_has_it() -> None:
+    method = getattr(EventSourceResponse, seams.SSE_SEND_WITH_TIMEOUT, None)
+    assert callable(method), _broke("sse-starlette", "EventSourceResponse._send_with_timeout")
+    assert list(inspect.signature(method).parameters) == ["self", "send", "message"], _broke(
+        "sse-starlette", "the signature of EventSourceResponse._send_with_timeout"
+    )
+
+
+def test_drop_connection_header_when_streaming_then_sse_starlette_still_adds_it() -> None:
+    async def body() -> Any:
+        yield "x"
+
+    response = EventSourceResponse(body())
+    assert response.headers.get("connection") == "keep-alive", _broke(
+        "sse-starlette", "the Connection header it sets (drop_connection_header may go)"
+    )
+    seams.drop_connection_header(response)
+    assert "connection" not in response.headers
+
+
+def test_uvicorn_is_exiting_when_uvicorn_handler_installed_then_reads_its_server() -> None:
+    import uvicorn
+    from sse_starlette.sse import AppStatus
+
+    assert hasattr(AppStatus, "should_exit"), _broke("sse-starlette", "AppStatus.should_exit")
+    server = uvicorn.Server(uvicorn.Config(app=None))
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, server.handle_exit)
+    try:
+        assert seams.uvicorn_is_exiting() is bool(AppStatus.should_exit)
+        server.should_exit = True
+        assert seams.uvicorn_is_exiting(), _broke("uvicorn", "Server.handle_exit/should_exit")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("name", ["items_to_messages"])
+def test_converter_when_used_then_method_exists(name: str) -> None:
+    assert callable(getattr(seams.Converter, name, None)), _broke(
+        "openai-agents", f"agents.models.chatcmpl_converter.Converter.{name}"
+    )
+    assert isinstance(seams.FAKE_RESPONSES_ID, str), _broke(
+        "openai-agents", "agents.models.fake_id.FAKE_RESPONSES_ID"
+    )
