@@ -8,6 +8,7 @@ consumer that stops iterating does not stop the run by itself.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -122,31 +123,53 @@ class Watchdog:
     """One timer for a run's moving deadline: moving it is an assignment, not a new timer.
 
     ``asyncio.timeout_at`` around every wait costs a timer, a context manager and a task lookup
-    per token (~4 us here). Here the timer is re-armed only when it fires early (the deadline
-    moved on meanwhile), and it cancels the consumer's task only while that task waits in
+    per token (~4 us here). Here a deadline that moves later only updates a float: the timer
+    re-arms when it fires early. A deadline that moves earlier (the idle deadline after the
+    first token, when it is shorter than the first-token one) re-arms the timer at once, or it
+    would fire late. The timer cancels the consumer's task only while that task waits in
     ``wait()``; a deadline that passes elsewhere fails the next ``wait()`` at once.
     """
 
-    __slots__ = ("_fired", "_handle", "_loop", "_task", "_waiting", "deadline")
+    __slots__ = ("_armed_at", "_deadline", "_fired", "_handle", "_loop", "_task", "_waiting")
 
     def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+        self._deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[Any] | None = None
         self._waiting = False
         self._fired = False
+        self._armed_at = deadline
         self._handle = self._loop.call_at(deadline, self._check)
 
+    @property
+    def deadline(self) -> float:
+        """The loop time at which ``wait()`` gives up."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if deadline < self._armed_at:
+            self._handle.cancel()
+            self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        self._armed_at = at
+        self._handle = self._loop.call_at(at, self._check)
+
     def _check(self) -> None:
-        if self.deadline > self._loop.time():
-            self._handle = self._loop.call_at(self.deadline, self._check)
-        elif self._waiting and self._task is not None and not self._fired:
+        if self._deadline > self._loop.time():
+            self._arm(self._deadline)
+            return
+        # No timer is armed now: any deadline set later arms one.
+        self._armed_at = math.inf
+        if self._waiting and self._task is not None and not self._fired:
             self._fired = True
             self._task.cancel()
 
     async def wait(self, awaitable: Any) -> Any:
         """``await awaitable``, or ``TimeoutError`` once the deadline passes."""
-        if self.deadline <= self._loop.time():
+        if self._deadline <= self._loop.time():
             raise TimeoutError
         task = self._task = asyncio.current_task()
         self._waiting = True
