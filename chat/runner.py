@@ -22,7 +22,7 @@ from openai.types.responses import Response
 
 from chat.errors import spec_for
 from chat.events import ChatEvent, Delta, Done, Error, Usage
-from chat.upstream_errors import error_code_for
+from chat.upstream_errors import upstream_failure
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +48,7 @@ class RunStats:
         "first_token_at",
         "outcome",
         "output_chars",
+        "retry_after",
         "started_at",
         "upstream_request_id",
         "usage",
@@ -62,6 +63,8 @@ class RunStats:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.upstream_request_id: str | None = None
+        # The provider's Retry-After (seconds) when it failed the run; JSON mode passes it on.
+        self.retry_after: str | None = None
 
     def ttft_ms(self) -> float | None:
         """Milliseconds from the start of the run to the first delta."""
@@ -266,7 +269,9 @@ async def stream_chat(
             yield event
         return
     except Exception as exc:  # CancelledError is a BaseException and propagates
-        code = error_code_for(exc)
+        failure = upstream_failure(exc)
+        code = failure.code
+        stats.retry_after = failure.retry_after
         if code == "internal_error":
             log.exception("stream_failed", code=code, error_type=type(exc).__name__)
         else:
@@ -277,7 +282,7 @@ async def stream_chat(
                 error_type=type(exc).__name__,
                 upstream_status=getattr(exc, "status_code", None),
             )
-        async for event in _fail(tap, delivered, code, request_id, stats):
+        async for event in _fail(tap, delivered, code, request_id, stats, failure.retryable):
             yield event
         return
     finally:
@@ -299,7 +304,12 @@ async def stream_chat(
 
 
 async def _fail(
-    tap: TapModel, delivered: int, code: str, request_id: str, stats: RunStats
+    tap: TapModel,
+    delivered: int,
+    code: str,
+    request_id: str,
+    stats: RunStats,
+    retryable: bool | None = None,
 ) -> AsyncIterator[ChatEvent]:
     """Send text the provider produced but the SDK dropped, then the ``error`` event."""
     missing = tap.produced[delivered:]
@@ -313,7 +323,9 @@ async def _fail(
             yield Delta(text)
     spec = spec_for(code)
     stats.outcome = code
-    yield Error(code=code, message=spec.message, retryable=spec.retryable, request_id=request_id)
+    if retryable is None:
+        retryable = spec.retryable
+    yield Error(code=code, message=spec.message, retryable=retryable, request_id=request_id)
 
 
 def _upstream_request_id(responses: list[ModelResponse]) -> str | None:

@@ -249,7 +249,7 @@ async def test_watchdog_when_deadline_moves_on_while_waiting_then_no_timeout() -
         watchdog.close()
 
 
-async def test_watchdog_when_deadline_moves_earlier_while_waiting_then_fires_at_the_new_one() -> None:
+async def test_watchdog_when_deadline_moves_earlier_while_waiting_then_fires_at_new_one() -> None:
     """The idle deadline after a first token can be earlier than the first-token deadline."""
     loop = asyncio.get_running_loop()
     watchdog = Watchdog(loop.time() + 3.0)
