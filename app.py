@@ -15,7 +15,6 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -23,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from chat.backends import Backend, build_backend, preflight
+from chat.cors import AllowlistCORSMiddleware
 from chat.endpoints import (
     chat,
     create_stream,
@@ -92,7 +92,7 @@ def create_app(
     if settings.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                AllowlistCORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
