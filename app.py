@@ -67,6 +67,8 @@ def create_app(
             tasks.append(
                 asyncio.create_task(state.streams.watch_remote_cancels(), name="remote-cancels")
             )
+        # Drain on SIGTERM before uvicorn closes its socket, so /readyz can still say 503.
+        restore_sigterm = state.drainer.defer_sigterm()
         log.info(
             "started",
             backend=backend.name,
@@ -77,6 +79,7 @@ def create_app(
         try:
             yield {"chat": state}
         finally:
+            restore_sigterm()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
