@@ -114,11 +114,14 @@ def test_sigterm_when_stream_open_then_readyz_503_while_draining() -> None:
                     if isinstance(answers[-1], httpx.Response) and answers[-1].status_code == 503:
                         break
                     time.sleep(0.1)
+                refused = httpx.post(service.base_url + "/chat", json={"message": "x"}, timeout=5)
                 rest = events_only(list(parse_lines(lines)))
         last = answers[-1]
         assert isinstance(last, httpx.Response), f"/readyz unreachable while draining: {answers}"
         assert last.status_code == 503
         assert last.json()["error"]["code"] == "shutting_down"
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "shutting_down")
+        assert refused.headers["retry-after"].isdigit()
         # The open stream still ends with its one terminal event.
         assert [f.event for f in rest if f.event in {"done", "error"}] == ["error"]
         assert rest[-1].data["code"] == "shutting_down"
