@@ -15,7 +15,6 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -23,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from chat.backends import Backend, build_backend, preflight
+from chat.cors import AllowlistCORSMiddleware
 from chat.endpoints import (
     chat,
     create_stream,
@@ -67,6 +67,8 @@ def create_app(
             tasks.append(
                 asyncio.create_task(state.streams.watch_remote_cancels(), name="remote-cancels")
             )
+        # Drain on SIGTERM before uvicorn closes its socket, so /readyz can still say 503.
+        restore_sigterm = state.drainer.defer_sigterm()
         log.info(
             "started",
             backend=backend.name,
@@ -77,6 +79,7 @@ def create_app(
         try:
             yield {"chat": state}
         finally:
+            restore_sigterm()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -92,7 +95,7 @@ def create_app(
     if settings.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                AllowlistCORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],

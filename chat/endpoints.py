@@ -275,7 +275,7 @@ async def _chat(request: Request, request_id: str) -> Response:
             _record_run(access, run.stats, delivered=False)
             return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
-        return _json_reply(reply, request_id, headers)
+        return _json_reply(reply, request_id, headers, retry_after=run.stats.retry_after)
     return _event_stream(_reporting(frames, run.stats, access), state, headers)
 
 
@@ -529,8 +529,14 @@ def _record_run(access: dict[str, Any], stats: RunStats, *, delivered: bool) -> 
     access["stream_ms"] = round((time.perf_counter() - stats.started_at) * 1000, 2)
 
 
-def _json_reply(reply: Reply, request_id: str, headers: dict[str, str]) -> Response:
-    """The whole answer as JSON; a stream error becomes the matching error status."""
+def _json_reply(
+    reply: Reply, request_id: str, headers: dict[str, str], *, retry_after: str | None = None
+) -> Response:
+    """The whole answer as JSON; a stream error becomes the matching error status.
+
+    A retryable failure carries ``Retry-After``: the provider's own when it sent one (a 429),
+    else 1 s.
+    """
     terminal = reply.terminal
     if type(terminal) is Done:
         body = {
@@ -541,6 +547,7 @@ def _json_reply(reply: Reply, request_id: str, headers: dict[str, str]) -> Respo
         }
         return Response(_json.encode(body), media_type=_JSON_TYPE, headers=headers)
     code = terminal.code if type(terminal) is Error else "internal_error"
-    if spec_for(code).retryable:
-        headers = {**headers, "Retry-After": "1"}
+    retryable = terminal.retryable if type(terminal) is Error else spec_for(code).retryable
+    if retryable:
+        headers = {**headers, "Retry-After": retry_after or "1"}
     return error_response(code, request_id, headers=headers)

@@ -32,8 +32,10 @@ def decode_chat_request(body: bytes, *, max_message_chars: int) -> ChatRequest:
     except msgspec.ValidationError as exc:
         path, message = split_validation_error(str(exc))
         raise ChatError("invalid_request", details=[{"path": path, "message": message}]) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         # msgspec's text names byte offsets only; a fixed message is clearer and leaks nothing.
+        # Bytes that are not UTF-8 inside a string (a lone 0xFF, an overlong or surrogate
+        # encoding) surface as UnicodeDecodeError, not DecodeError: the body is not JSON either.
         raise ChatError("invalid_json") from None
     if not request.message.strip():
         raise ChatError(

@@ -8,6 +8,7 @@ consumer that stops iterating does not stop the run by itself.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -21,7 +22,7 @@ from openai.types.responses import Response
 
 from chat.errors import spec_for
 from chat.events import ChatEvent, Delta, Done, Error, Usage
-from chat.upstream_errors import error_code_for
+from chat.upstream_errors import upstream_failure
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,7 @@ class RunStats:
         "first_token_at",
         "outcome",
         "output_chars",
+        "retry_after",
         "started_at",
         "upstream_request_id",
         "usage",
@@ -61,6 +63,8 @@ class RunStats:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.upstream_request_id: str | None = None
+        # The provider's Retry-After (seconds) when it failed the run; JSON mode passes it on.
+        self.retry_after: str | None = None
 
     def ttft_ms(self) -> float | None:
         """Milliseconds from the start of the run to the first delta."""
@@ -122,31 +126,53 @@ class Watchdog:
     """One timer for a run's moving deadline: moving it is an assignment, not a new timer.
 
     ``asyncio.timeout_at`` around every wait costs a timer, a context manager and a task lookup
-    per token (~4 us here). Here the timer is re-armed only when it fires early (the deadline
-    moved on meanwhile), and it cancels the consumer's task only while that task waits in
+    per token (~4 us here). Here a deadline that moves later only updates a float: the timer
+    re-arms when it fires early. A deadline that moves earlier (the idle deadline after the
+    first token, when it is shorter than the first-token one) re-arms the timer at once, or it
+    would fire late. The timer cancels the consumer's task only while that task waits in
     ``wait()``; a deadline that passes elsewhere fails the next ``wait()`` at once.
     """
 
-    __slots__ = ("_fired", "_handle", "_loop", "_task", "_waiting", "deadline")
+    __slots__ = ("_armed_at", "_deadline", "_fired", "_handle", "_loop", "_task", "_waiting")
 
     def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+        self._deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[Any] | None = None
         self._waiting = False
         self._fired = False
+        self._armed_at = deadline
         self._handle = self._loop.call_at(deadline, self._check)
 
+    @property
+    def deadline(self) -> float:
+        """The loop time at which ``wait()`` gives up."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if deadline < self._armed_at:
+            self._handle.cancel()
+            self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        self._armed_at = at
+        self._handle = self._loop.call_at(at, self._check)
+
     def _check(self) -> None:
-        if self.deadline > self._loop.time():
-            self._handle = self._loop.call_at(self.deadline, self._check)
-        elif self._waiting and self._task is not None and not self._fired:
+        if self._deadline > self._loop.time():
+            self._arm(self._deadline)
+            return
+        # No timer is armed now: any deadline set later arms one.
+        self._armed_at = math.inf
+        if self._waiting and self._task is not None and not self._fired:
             self._fired = True
             self._task.cancel()
 
     async def wait(self, awaitable: Any) -> Any:
         """``await awaitable``, or ``TimeoutError`` once the deadline passes."""
-        if self.deadline <= self._loop.time():
+        if self._deadline <= self._loop.time():
             raise TimeoutError
         task = self._task = asyncio.current_task()
         self._waiting = True
@@ -243,7 +269,9 @@ async def stream_chat(
             yield event
         return
     except Exception as exc:  # CancelledError is a BaseException and propagates
-        code = error_code_for(exc)
+        failure = upstream_failure(exc)
+        code = failure.code
+        stats.retry_after = failure.retry_after
         if code == "internal_error":
             log.exception("stream_failed", code=code, error_type=type(exc).__name__)
         else:
@@ -254,7 +282,7 @@ async def stream_chat(
                 error_type=type(exc).__name__,
                 upstream_status=getattr(exc, "status_code", None),
             )
-        async for event in _fail(tap, delivered, code, request_id, stats):
+        async for event in _fail(tap, delivered, code, request_id, stats, failure.retryable):
             yield event
         return
     finally:
@@ -276,7 +304,12 @@ async def stream_chat(
 
 
 async def _fail(
-    tap: TapModel, delivered: int, code: str, request_id: str, stats: RunStats
+    tap: TapModel,
+    delivered: int,
+    code: str,
+    request_id: str,
+    stats: RunStats,
+    retryable: bool | None = None,
 ) -> AsyncIterator[ChatEvent]:
     """Send text the provider produced but the SDK dropped, then the ``error`` event."""
     missing = tap.produced[delivered:]
@@ -290,7 +323,9 @@ async def _fail(
             yield Delta(text)
     spec = spec_for(code)
     stats.outcome = code
-    yield Error(code=code, message=spec.message, retryable=spec.retryable, request_id=request_id)
+    if retryable is None:
+        retryable = spec.retryable
+    yield Error(code=code, message=spec.message, retryable=retryable, request_id=request_id)
 
 
 def _upstream_request_id(responses: list[ModelResponse]) -> str | None:

@@ -23,6 +23,7 @@ from logging_config.redaction import (
 __all__ = [
     "FORMATS",
     "LEVELS",
+    "LibraryDebugFilter",
     "configure_logging",
     "renderer",
     "shared_processors",
@@ -43,9 +44,27 @@ _HANDLER_NAME: Final = "logging_config"
 # Loggers that come with their own handlers (uvicorn's dictConfig runs before our app is
 # imported) or that libraries may give handlers: they lose them and write through root.
 _FOLLOW_ROOT: Final = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "httpx", "httpcore")
-# Loggers that put payloads in DEBUG lines: sse-starlette every chunk, the openai client its
-# request options (the prompt), the Agents SDK model data.
-_PAYLOAD_LOGGERS: Final = ("sse_starlette", "sse_starlette.sse", "openai", "openai.agents")
+# Library loggers that put payloads in DEBUG lines: sse-starlette every frame, the openai client
+# its request options (the prompt), the Agents SDK model data, httpcore response headers. They
+# never log below INFO, whatever CHAT_LOG_LEVEL and CHAT_LOG_CONTENT say: content logging means
+# our own lines with the whole message and answer, redacted as a whole; a library's frames split
+# a secret into pieces no redactor recognises (a JWT across two deltas got through that way).
+_PAYLOAD_LOGGERS: Final = (
+    "sse_starlette",
+    "sse_starlette.sse",
+    "openai",
+    "openai.agents",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "aiohttp",
+    "asyncio",
+    "hpack",
+)
+# Only these (and structlog, which only our code uses) may write DEBUG lines; any other
+# library's DEBUG record is dropped at the handler, in case it logs payloads too.
+_DEBUG_ALLOWED: Final = frozenset({"chat", "logging_config", "app", "__main__", "uvicorn"})
 # Our access middleware writes the access line; uvicorn's would add a second, with the query
 # string in it.
 _UVICORN_ACCESS: Final = "uvicorn.access"
@@ -110,9 +129,20 @@ def renderer(fmt: str) -> Processor:
     )
 
 
-def _route_library_loggers(level: int, log_content: bool) -> None:
+class LibraryDebugFilter(logging.Filter):
+    """Drop DEBUG records of library loggers: only ours (and uvicorn's) may log below INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        if getattr(record, "_logger", None) is not None:
+            return True  # structlog's wrap_for_formatter: our own code
+        return record.name.partition(".")[0] in _DEBUG_ALLOWED
+
+
+def _route_library_loggers(level: int) -> None:
     """Undo handlers set by uvicorn or libraries, so every line goes through root's chain."""
-    payload_level = logging.NOTSET if log_content else max(level, logging.INFO)
+    payload_level = max(level, logging.INFO)
     levels = {name: logging.NOTSET for name in _FOLLOW_ROOT}
     levels |= {name: payload_level for name in _PAYLOAD_LOGGERS}
     levels[_UVICORN_ACCESS] = max(level, logging.WARNING)
@@ -160,6 +190,7 @@ def configure_logging(
 
     handler = logging.StreamHandler(sys.stdout if stream is None else stream)
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(LibraryDebugFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=pre_chain,
@@ -177,7 +208,7 @@ def configure_logging(
             old.close()
     root.addHandler(handler)
     root.setLevel(numeric_level)
-    _route_library_loggers(numeric_level, log_content)
+    _route_library_loggers(numeric_level)
 
 
 def uvicorn_log_config() -> dict[str, Any]:

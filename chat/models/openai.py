@@ -44,7 +44,9 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
         timeout=timeout,
         max_retries=settings.openai_max_retries,
         # openai 3.x speaks httpx2; its default client subclass keeps the SDK's own settings.
-        http_client=http_client_class(timeout=timeout, limits=limits),
+        # The client's own classes follow redirects by default: a provider answering 3xx would
+        # get the prompt re-sent to whatever host it names. A 3xx is an upstream_error instead.
+        http_client=http_client_class(timeout=timeout, limits=limits, follow_redirects=False),
     )
 
 

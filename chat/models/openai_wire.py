@@ -124,6 +124,11 @@ class StreamDecoder:
             except msgspec.DecodeError:
                 self.failure = Failure("The upstream sent malformed JSON.")
                 break
+            except UnicodeDecodeError:
+                # msgspec raises this, not DecodeError, for bytes in a string that are not
+                # UTF-8. Text decoded before it in this chunk is kept: it reached us intact.
+                self.failure = Failure("The upstream sent text that is not UTF-8.")
+                break
             if text:
                 parts.append(text)
             if self.finished or self.failure is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -28,6 +29,33 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 def client(fake_service: Service) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake_service.base_url, timeout=10) as client:
         yield client
+
+
+# Bytes that are not UTF-8 inside the JSON (and an escaped lone surrogate, which is no text).
+INVALID_UTF8_BODIES = [
+    pytest.param(b'{"message":"\xff"}', id="lone-ff"),
+    pytest.param(b'{"message":"\xc0\xaf"}', id="overlong-slash"),
+    pytest.param(b'{"message":"\xe0\x80\xaf"}', id="overlong-3-bytes"),
+    pytest.param(b'{"message":"\xed\xa0\x80"}', id="encoded-lone-surrogate"),
+    pytest.param(b'{"message":"cut \xe2\x82"}', id="truncated-sequence"),
+    pytest.param(b'{"message":"\\ud800"}', id="escaped-lone-surrogate"),
+    pytest.param(b'{"message":"hi","conversation_id":"c\xff"}', id="in-conversation-id"),
+]
+
+
+@pytest.mark.parametrize("path", ["/chat", "/chat/streams"])
+@pytest.mark.parametrize("body", INVALID_UTF8_BODIES)
+def test_invalid_utf8_body_when_posted_then_400_invalid_json_and_no_error_logged(
+    fake_service: Service, client: httpx.Client, path: str, body: bytes
+) -> None:
+    request_id = uuid.uuid4().hex
+    start = len(fake_service.lines)
+    response = client.post(path, content=body, headers={**JSON, "X-Request-ID": request_id})
+    assert_error(response, 400, "invalid_json")
+    access = fake_service.wait_for_log(event="request", request_id=request_id)
+    assert (access["status"], access["outcome"]) == (400, "invalid_json")
+    new_lines = fake_service.lines[start:]
+    assert not [line for line in new_lines if "Traceback" in line or '"level":"error"' in line]
 
 
 @pytest.mark.parametrize(

@@ -418,6 +418,47 @@ def test_server_wide_defaults() -> None:
         assert response.json()["error"]["type"] == "server_error"
 
 
+def stream_body(fake: FakeUpstream, path: str, text: str) -> httpx.Response:
+    body: dict[str, Any] = {"stream": True}
+    if path == "/chat/completions":
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["input"] = text
+    return httpx.post(f"{fake.base_url}{path}", json=body, timeout=10)
+
+
+def test_location_and_retry_after_when_given_with_status_then_sent_as_headers() -> None:
+    with FakeUpstream(tokens=2) as fake:
+        moved = stream_body(fake, "/chat/completions", "[[status=308,location=http://x.test/v1]]")
+        limited = stream_body(fake, "/chat/completions", "[[status=429,retry_after=7]]")
+    assert (moved.status_code, moved.headers["location"]) == (308, "http://x.test/v1")
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
+def test_bad_utf8_after_when_streamed_then_good_tokens_then_bytes_not_utf8(path: str) -> None:
+    with FakeUpstream(tokens=5) as fake:
+        response = stream_body(fake, path, "[[bad_utf8_after=2]]")
+    assert response.status_code == 200
+    body = response.content
+    # The bad delta comes right after the two good ones (the usual end follows it).
+    assert body.index(b"tok0 ") < body.index(b"tok1 ") < body.index(b"\xc0\xaf\xff")
+    assert b"tok2 " not in body[: body.index(b"\xc0\xaf\xff")]
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
+def test_say_when_server_wide_then_answer_is_those_pieces(path: str) -> None:
+    with FakeUpstream(directives="say=eyJhb|GciOi") as fake:
+        response = stream_body(fake, path, "hello")
+        record = fake.wait_for_request()
+    assert response.status_code == 200
+    assert b'"eyJhb"' in response.content and b'"GciOi"' in response.content
+    assert b"tok0" not in response.content
+    assert "eyJ" not in str(record.body)  # the text came from the server, not the prompt
+
+
 def test_cli_prints_address_and_stops_on_sigterm() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_upstream", "--port", "0", "--tokens", "2"],

@@ -53,6 +53,13 @@ def service(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[
         yield service
 
 
+@pytest.fixture(scope="module")
+def redirect_target() -> Iterator[FakeUpstream]:
+    """Another host a redirect points at: it must never get a request (nor the prompt)."""
+    with FakeUpstream(tokens=4) as fake:
+        yield fake
+
+
 def chat(service: Service, message: str, **headers: str) -> tuple[httpx.Response, list[Frame]]:
     with httpx.stream(
         "POST", service.base_url + "/chat", json={"message": message}, headers=headers, timeout=20
@@ -145,7 +152,10 @@ def test_json_mode_when_upstream_answers_then_equals_stream(service: Service) ->
         ("[[status=429]]", "upstream_rate_limited", True),
         ("[[status=503]]", "upstream_unavailable", True),
         ("[[status=500]]", "upstream_error", True),
-        ("[[status=400]]", "upstream_error", True),
+        # The same request cannot succeed later: a bad request, an unknown model.
+        ("[[status=400]]", "upstream_error", False),
+        ("[[status=404]]", "upstream_error", False),
+        ("[[status=422]]", "upstream_error", False),
         # The connection closes with no response at all (retried once, dropped again).
         ("[[drop]]", "upstream_unavailable", True),
     ],
@@ -182,6 +192,93 @@ def test_upstream_status_when_retryable_once_then_retried_and_answered(
     assert frames[-1].event == "done"
     assert answer_text(frames) == expected_text(8)
     assert len([r for r in upstream.requests if marker in str(r.body)]) == 2
+
+
+def test_upstream_400_when_json_mode_then_502_not_retryable_without_retry_after(
+    service: Service,
+) -> None:
+    reply = httpx.post(
+        service.base_url + "/chat",
+        json={"message": f"[[status=400]] {uuid.uuid4().hex}"},
+        headers={"Accept": "application/json"},
+        timeout=20,
+    )
+    assert reply.status_code == 502
+    assert reply.json()["error"]["code"] == "upstream_error"
+    assert "retry-after" not in reply.headers
+
+
+@pytest.mark.parametrize(
+    ("directive", "retry_after"),
+    [("[[status=429,retry_after=7]]", "7"), ("[[status=429,retry_after_ms=2500]]", "3")],
+)
+def test_upstream_429_when_json_mode_then_503_with_the_providers_retry_after(
+    upstream: FakeUpstream, directive: str, retry_after: str
+) -> None:
+    env = {
+        "CHAT_BACKEND": "openai",
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "CHAT_MODEL": "fake-model",
+        # No retry: the client would otherwise wait the Retry-After out itself first.
+        "CHAT_OPENAI_MAX_RETRIES": "0",
+    }
+    message = f"{directive} {uuid.uuid4().hex}"
+    with Service(env) as service:
+        reply = httpx.post(
+            service.base_url + "/chat",
+            json={"message": message},
+            headers={"Accept": "application/json"},
+            timeout=20,
+        )
+        _, frames = chat(service, message)
+    assert reply.status_code == 503
+    assert reply.json()["error"]["code"] == "upstream_rate_limited"
+    assert reply.headers["retry-after"] == retry_after
+    # The stream reports it in band, as before: one error event, retryable.
+    assert [f.event for f in frames] == ["error"]
+    assert (frames[0].data["code"], frames[0].data["retryable"]) == ("upstream_rate_limited", True)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_upstream_redirect_when_streaming_then_upstream_error_and_target_gets_nothing(
+    service: Service, upstream: FakeUpstream, redirect_target: FakeUpstream, status: int
+) -> None:
+    api, _impl, _transport = service.combo  # type: ignore[attr-defined]
+    path = "/responses" if api == "responses" else "/chat/completions"
+    marker = uuid.uuid4().hex
+    location = redirect_target.base_url + path
+    response, frames = chat(service, f"[[status={status},location={location}]] {marker}")
+    assert response.status_code == 200
+    assert [f.event for f in frames] == ["error"]
+    assert (frames[0].data["code"], frames[0].data["retryable"]) == ("upstream_error", False)
+    assert "127.0.0.1" not in frames[0].data["message"]
+    # Asked once (a redirect is no reason to retry), and the other host got nothing at all.
+    assert len([r for r in upstream.requests if marker in str(r.body)]) == 1
+    assert redirect_target.requests == []
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        # The bad delta arrives in the same read as the good ones, and in a read of its own.
+        "[[bad_utf8_after=3]]",
+        "[[bad_utf8_after=3,delay_ms=20]]",
+    ],
+)
+def test_upstream_invalid_utf8_when_streaming_then_text_kept_then_upstream_error(
+    service: Service, directive: str
+) -> None:
+    marker = uuid.uuid4().hex
+    response, frames = chat(service, f"{directive} {marker}", **{"X-Request-ID": marker})
+    assert response.status_code == 200
+    assert answer_text(frames) == expected_text(3)
+    assert [f.event for f in frames][-1] == "error"
+    assert sum(f.event in {"done", "error"} for f in frames) == 1
+    assert frames[-1].data["code"] == "upstream_error"
+    access = service.wait_for_log(event="request", request_id=marker)
+    assert access["outcome"] == "upstream_error"
+    assert not [r for r in service.records() if r.get("request_id") == marker and "exception" in r]
 
 
 @pytest.mark.parametrize(

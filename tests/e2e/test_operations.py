@@ -87,6 +87,49 @@ def test_sigterm_when_stream_open_then_error_shutting_down_and_clean_exit() -> N
         service.terminate()
 
 
+def test_sigterm_when_stream_open_then_readyz_503_while_draining() -> None:
+    env = {
+        "CHAT_BACKEND": "fake",
+        "CHAT_FAKE_TOKENS": "1000",
+        "CHAT_FAKE_DELAY_MS": "50",
+        "CHAT_SHUTDOWN_GRACE_S": "3",
+    }
+    service = Service(env)
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=5) as probe:
+            assert probe.get("/readyz").status_code == 200
+            with httpx.stream(
+                "POST", service.base_url + "/chat", json={"message": "long"}, timeout=20
+            ) as response:
+                lines = response.iter_lines()
+                assert next(lines) == "event: delta"
+                service.proc.send_signal(15)
+                service.wait_for_log(event="draining")
+                answers: list[httpx.Response | Exception] = []
+                for _ in range(20):  # bounded: the grace period is 3 s, this polls for ~2 s
+                    try:
+                        answers.append(httpx.get(service.base_url + "/readyz", timeout=1))
+                    except httpx.HTTPError as exc:
+                        answers.append(exc)
+                    if isinstance(answers[-1], httpx.Response) and answers[-1].status_code == 503:
+                        break
+                    time.sleep(0.1)
+                refused = httpx.post(service.base_url + "/chat", json={"message": "x"}, timeout=5)
+                rest = events_only(list(parse_lines(lines)))
+        last = answers[-1]
+        assert isinstance(last, httpx.Response), f"/readyz unreachable while draining: {answers}"
+        assert last.status_code == 503
+        assert last.json()["error"]["code"] == "shutting_down"
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "shutting_down")
+        assert refused.headers["retry-after"].isdigit()
+        # The open stream still ends with its one terminal event.
+        assert [f.event for f in rest if f.event in {"done", "error"}] == ["error"]
+        assert rest[-1].data["code"] == "shutting_down"
+        assert service.proc.wait(20) in {0, -15}
+    finally:
+        service.terminate()
+
+
 def test_bad_setting_when_starting_then_one_line_naming_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "uvicorn", "app:app", "--port", "0"],

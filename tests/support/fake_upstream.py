@@ -34,22 +34,32 @@ are answered with HTTP 400. Directives never appear in the answer text.
 ``status=CODE``          answer HTTP CODE with an OpenAI-style JSON error body (429 also
                          sends ``retry-after: 0``)
 ``retry_after_ms=N``     also send ``retry-after-ms: N`` with a ``status`` error
+``retry_after=N``        send ``retry-after: N`` (seconds) with a ``status`` error (for 429
+                         instead of ``0``)
+``location=URL``         send ``location: URL`` with a ``status`` answer: with a 3xx status,
+                         a redirect (its body is still the JSON error)
 ``echo_key``             answer 401 whose error message contains the Authorization header
 ``fail_after=N``         stream N tokens, then close the connection without the final chunk
 ``error_event_after=N``  stream N tokens, then an in-band error (chat: ``data: {"error":..}``,
                          responses: ``event: error``) and end the body cleanly
 ``failed_after=N``       like ``error_event_after``; responses send ``response.failed``
+``bad_utf8_after=N``     stream N tokens, then a delta whose text holds bytes that are not
+                         UTF-8 (an overlong ``/`` and ``\\xff``), then the usual end
 ``hang``                 read the request, then send nothing until the client disconnects
 ``drop``                 read the request, then close the connection without a response
 ``hang_after=N``         send headers and N tokens, then stall until the client disconnects
-``times=N``              failure directives (all but tokens/delay_ms) apply only to the first
-                         N requests with the same last-user-message text, so retries succeed
+``times=N``              failure directives (all but tokens/delay_ms/say) apply only to the
+                         first N requests with the same last-user-message text, so retries
+                         succeed
+``say=A|B|...``          answer with these tokens instead of ``tok{i} `` (one per ``|``
+                         piece; ``tokens`` becomes their count). Server-wide, it keeps a
+                         text out of the prompt (log-secrecy tests)
 =======================  ================================================================
 
 ``N`` above the answer's token count is clamped to it; with several positional failures the
 smallest ``N`` wins. Non-streaming requests: ``delay_ms`` is waited once per token before the
 answer; ``fail_after`` sends headers and half the body, ``hang_after`` sends headers only,
-``error_event_after`` / ``failed_after`` answer 500.
+``error_event_after`` / ``failed_after`` / ``bad_utf8_after`` answer 500.
 
 Usage::
 
@@ -207,8 +217,10 @@ _INT_DIRECTIVES: Final = frozenset(
         "fail_after",
         "error_event_after",
         "failed_after",
+        "bad_utf8_after",
         "hang_after",
         "times",
+        "retry_after",
     }
 )
 _FLAG_DIRECTIVES: Final = frozenset({"echo_key", "hang", "drop"})
@@ -226,10 +238,14 @@ class Scenario:
     fail_after: int | None = None
     error_event_after: int | None = None
     failed_after: int | None = None
+    bad_utf8_after: int | None = None
     hang: bool = False
     drop: bool = False
     hang_after: int | None = None
     times: int | None = None
+    retry_after: int | None = None
+    location: str | None = None
+    say: tuple[str, ...] | None = None
 
     def with_directives(self, directives: Mapping[str, str]) -> Scenario:
         """Copy with ``directives`` applied; ValueError on unknown names or bad values."""
@@ -246,6 +262,16 @@ class Scenario:
                 if not 0 <= delay < 3_600_000:
                     raise ValueError(f"bad delay_ms {value!r}")
                 changes[name] = delay
+            elif name == "location":
+                if not value:
+                    raise ValueError("directive 'location' needs a URL")
+                changes[name] = value
+            elif name == "say":
+                pieces = tuple(value.split("|"))
+                if not value or not all(pieces):
+                    raise ValueError("directive 'say' needs non-empty pieces separated by |")
+                changes[name] = pieces
+                changes["tokens"] = len(pieces)
             elif name in _INT_DIRECTIVES:
                 number = int(value)
                 if number < 0 or (name == "status" and not 100 <= number <= 599):
@@ -267,8 +293,8 @@ class Scenario:
         )
 
     def without_failures(self) -> Scenario:
-        """Copy keeping only tokens and delay_ms."""
-        return Scenario(tokens=self.tokens, delay_ms=self.delay_ms)
+        """Copy keeping only tokens, delay_ms and say."""
+        return Scenario(tokens=self.tokens, delay_ms=self.delay_ms, say=self.say)
 
     def cutoff(self, tokens: int) -> tuple[int, str | None]:
         """Tokens to send before the positional failure mode (or None: a normal answer)."""
@@ -276,6 +302,7 @@ class Scenario:
             (self.fail_after, "fail"),
             (self.error_event_after, "error"),
             (self.failed_after, "failed"),
+            (self.bad_utf8_after, "bad_utf8"),
             (self.hang_after, "hang"),
         )
         chosen = [(min(after, tokens), mode) for after, mode in modes if after is not None]
@@ -347,11 +374,10 @@ def _chat_chunk(
     }
 
 
-@functools.lru_cache(maxsize=65536)
-def _token_frame(kind: Kind, model: str, i: int) -> bytes:
-    """Chunk-encoded frame of token ``i``, with the request id left as a placeholder."""
+def _text_frame(kind: Kind, model: str, i: int, text: str) -> bytes:
+    """Chunk-encoded frame of delta ``i`` saying ``text``, request id left as a placeholder."""
     if kind == "chat":
-        return _sse(_chat_chunk(_PH, model, {"content": token_text(i)}))
+        return _sse(_chat_chunk(_PH, model, {"content": text}))
     return _event(
         {
             "type": "response.output_text.delta",
@@ -359,10 +385,29 @@ def _token_frame(kind: Kind, model: str, i: int) -> bytes:
             "item_id": f"msg_fake{_PH}",
             "output_index": 0,
             "content_index": 0,
-            "delta": token_text(i),
+            "delta": text,
             "logprobs": [],
         }
     )
+
+
+@functools.lru_cache(maxsize=65536)
+def _token_frame(kind: Kind, model: str, i: int) -> bytes:
+    """Chunk-encoded frame of token ``i``, with the request id left as a placeholder."""
+    return _text_frame(kind, model, i, token_text(i))
+
+
+# Bytes that are not UTF-8 in a delta's text: an overlong "/" (C0 AF) and a lone 0xFF.
+_BAD_UTF8: Final = b"bad\xc0\xaf\xff text"
+_BAD_MARK: Final = "@BADUTF8@"
+
+
+def _bad_utf8_frame(kind: Kind, model: str, i: int) -> bytes:
+    """Frame of delta ``i`` whose JSON text holds invalid UTF-8 (chunk size recomputed)."""
+    framed = _text_frame(kind, model, i, _BAD_MARK)
+    size_end = framed.index(b"\r\n")
+    payload = framed[size_end + 2 : -2].replace(_BAD_MARK.encode(), _BAD_UTF8)
+    return _chunk(payload)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -547,7 +592,7 @@ class _Call:
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": expected_text(self.tokens),
+                        "content": self.answer(self.tokens),
                         "refusal": None,
                         "annotations": [],
                     },
@@ -652,7 +697,7 @@ class _Call:
     def responses_tail(self) -> bytes:
         """Events after the last delta, including the terminating chunk."""
         seq = 4 + self.tokens
-        text = expected_text(self.tokens)
+        text = self.answer(self.tokens)
         status = "incomplete" if self.truncated else "completed"
         item_id = f"msg_fake{self.rid}"
         return b"".join(
@@ -706,7 +751,7 @@ class _Call:
                 "type": "response.failed",
                 "sequence_number": 4 + after,
                 "response": self.response(
-                    "failed", text=expected_text(after), completion=after, error=error
+                    "failed", text=self.answer(after), completion=after, error=error
                 ),
             }
         else:
@@ -735,20 +780,36 @@ class _Call:
             return self.chat_error(after)
         return self.responses_error(after, failed=mode == "failed")
 
+    def answer(self, n: int) -> str:
+        """The text of the first ``n`` tokens."""
+        if self.scenario.say is not None:
+            return "".join(self.scenario.say[:n])
+        return expected_text(n)
+
     def token_run(self, n: int) -> bytes:
         """Frames of the first ``n`` tokens with this request's id filled in."""
+        if self.scenario.say is not None:
+            return b"".join(self.token_frame(i) for i in range(n))
         return _token_run(self.kind, self.model, n).replace(_PH_B, self.rid.encode())
 
     def token_frame(self, i: int) -> bytes:
         """Frame of token ``i`` with this request's id filled in."""
-        return _token_frame(self.kind, self.model, i).replace(_PH_B, self.rid.encode())
+        if self.scenario.say is not None:
+            frame = _text_frame(self.kind, self.model, i, self.scenario.say[i])
+        else:
+            frame = _token_frame(self.kind, self.model, i)
+        return frame.replace(_PH_B, self.rid.encode())
+
+    def bad_utf8_frame(self, i: int) -> bytes:
+        """A delta frame at position ``i`` whose text is not UTF-8."""
+        return _bad_utf8_frame(self.kind, self.model, i).replace(_PH_B, self.rid.encode())
 
     def complete_body(self) -> dict[str, Any]:
         """Non-streaming answer body."""
         if self.kind == "chat":
             return self.chat_completion()
         status = "incomplete" if self.truncated else "completed"
-        return self.response(status, text=expected_text(self.tokens), completion=self.tokens)
+        return self.response(status, text=self.answer(self.tokens), completion=self.tokens)
 
 
 def _head(
@@ -1335,8 +1396,12 @@ class FakeUpstream:
             return _invalid(401, f"Incorrect API key provided: {key}", "invalid_api_key")
         if scenario.status is not None:
             extra: list[tuple[str, str]] = []
-            if scenario.status == 429:
+            if scenario.retry_after is not None:
+                extra.append(("retry-after", str(scenario.retry_after)))
+            elif scenario.status == 429:
                 extra.append(("retry-after", "0"))
+            if scenario.location is not None:
+                extra.append(("location", scenario.location))
             if scenario.retry_after_ms is not None:
                 extra.append(("retry-after-ms", str(scenario.retry_after_ms)))
             return _Reply(scenario.status, _status_error(scenario.status), tuple(extra))
@@ -1371,6 +1436,9 @@ class FakeUpstream:
         elif mode == "hang":
             await conn.drain()
             await conn.sleep(None)
+        elif mode == "bad_utf8":
+            conn.write(call.bad_utf8_frame(cut) + call.tail())
+            conn.finish(200)
         else:
             conn.write(call.error_frames(cut, mode))
             conn.finish(200)
@@ -1382,7 +1450,7 @@ class FakeUpstream:
         delay = call.scenario.delay_ms / 1000
         if delay > 0 and not await conn.sleep(delay * cut):
             return
-        if mode in ("error", "failed"):
+        if mode in ("error", "failed", "bad_utf8"):
             conn.send_json(500, _status_error(500), close=call.close)
             return
         if mode is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -35,3 +37,47 @@ async def test_drainer_when_runs_finish_within_grace_then_nothing_stopped() -> N
     await asyncio.wait_for(watcher, 2)
     assert stopped == []
     assert drainer.open_streams == 0
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 2.0) -> None:
+    """Poll a condition on the loop (bounded)."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def test_sigterm_when_deferred_then_draining_first_and_uvicorn_told_after_grace() -> None:
+    told: list[int] = []
+    original = signal.signal(signal.SIGTERM, lambda signum, frame: told.append(signum))
+    stopped: list[str] = []
+    drainer = Drainer(grace_s=0.2, poll_s=0.01, settle_s=0.05, is_exiting=lambda: False)
+    restore = drainer.defer_sigterm()
+    try:
+        drainer.register(stopped.append)
+        watcher = asyncio.create_task(drainer.watch())
+        signal.raise_signal(signal.SIGTERM)
+        await wait_until(lambda: drainer.draining)
+        assert told == [] and stopped == []  # readiness is 503 now; uvicorn still serves
+        await asyncio.wait_for(watcher, 2)
+        assert stopped == ["shutting_down"]
+        assert told == [signal.SIGTERM]
+    finally:
+        restore()
+        signal.signal(signal.SIGTERM, original)
+
+
+async def test_sigterm_when_sent_twice_then_passed_on_at_once() -> None:
+    told: list[int] = []
+    original = signal.signal(signal.SIGTERM, lambda signum, frame: told.append(signum))
+    drainer = Drainer(grace_s=30, poll_s=0.01, is_exiting=lambda: False)
+    restore = drainer.defer_sigterm()
+    try:
+        drainer.register(lambda code: None)
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+        assert told == [signal.SIGTERM]
+        await wait_until(lambda: drainer.draining)
+    finally:
+        restore()
+        signal.signal(signal.SIGTERM, original)
+    assert signal.getsignal(signal.SIGTERM) is original

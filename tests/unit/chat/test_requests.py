@@ -27,6 +27,10 @@ def test_valid_body_when_decoded_then_fields_set() -> None:
         b'{"message":"\\ud800"}',  # lone surrogate
         b"\xff\xfe",
         b'{"message":"a"} trailing',
+        b'{"message":"\xff"}',  # not UTF-8 inside a string
+        b'{"message":"\xc0\xaf"}',  # overlong "/"
+        b'{"message":"\xed\xa0\x80"}',  # an encoded lone surrogate
+        b'{"message":"ok","conversation_id":"\xe2\x82"}',  # a cut sequence
     ],
 )
 def test_malformed_json_when_decoded_then_invalid_json(body: bytes) -> None:

@@ -249,6 +249,23 @@ async def test_watchdog_when_deadline_moves_on_while_waiting_then_no_timeout() -
         watchdog.close()
 
 
+async def test_watchdog_when_deadline_moves_earlier_while_waiting_then_fires_at_new_one() -> None:
+    """The idle deadline after a first token can be earlier than the first-token deadline."""
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop.time() + 3.0)
+    started = loop.time()
+    watchdog.deadline = started + 0.1
+    waiter = asyncio.ensure_future(watchdog.wait(loop.create_future()))
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=1.5)
+        assert waiter in done, "the moved deadline did not fire within 1.5 s (armed for 3 s)"
+        assert isinstance(waiter.exception(), TimeoutError)
+        assert loop.time() - started < 1.0
+    finally:
+        waiter.cancel()
+        watchdog.close()
+
+
 async def test_watchdog_when_deadline_passes_while_waiting_then_timeout_error() -> None:
     loop = asyncio.get_running_loop()
     watchdog = Watchdog(loop.time() + 0.05)

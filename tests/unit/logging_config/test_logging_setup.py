@@ -186,12 +186,43 @@ class TestStdlibRouting:
         logging.getLogger(name).info("kept")
         assert [r["event"] for r in logs.records()] == ["kept"]
 
-    def test_payload_logger_when_debug_and_content_on_then_debug_kept(
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "sse_starlette.sse",
+            "openai._base_client",
+            "openai.agents",
+            "httpx",
+            "httpx2",
+            "httpcore.http11",
+            "httpcore2.http11",
+            "aiohttp.client",
+            "asyncio",
+        ],
+    )
+    def test_payload_logger_when_debug_and_content_on_then_debug_still_dropped(
+        self, logs: LogBuffer, name: str
+    ) -> None:
+        # Content logging is for our own lines (whole texts, redacted as a whole), never a
+        # library's frames: those split a secret into pieces the redactor cannot recognise.
+        logs.configure(level="debug", log_content=True)
+        logging.getLogger(name).debug("chunk: %s", b"data: half-of-a-secret")
+        logging.getLogger(name).info("kept")
+        assert [r["event"] for r in logs.records()] == ["kept"]
+
+    def test_unknown_library_logger_when_debug_then_dropped_but_ours_kept(
         self, logs: LogBuffer
     ) -> None:
         logs.configure(level="debug", log_content=True)
-        logging.getLogger("sse_starlette.sse").debug("chunk: %s", "x")
-        assert [r["event"] for r in logs.records()] == ["chunk: x"]
+        logging.getLogger("somelib.wire").debug("payload")
+        logging.getLogger("chat.runner").debug("ours, stdlib")
+        logging.getLogger("uvicorn.error").debug("uvicorn")
+        structlog.get_logger("anything").debug("ours, structlog")
+        assert [r["event"] for r in logs.records()] == [
+            "ours, stdlib",
+            "uvicorn",
+            "ours, structlog",
+        ]
 
 
 class TestLevels:

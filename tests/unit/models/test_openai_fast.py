@@ -159,6 +159,15 @@ class TestChatCompletionsDecoder:
         assert decoder.feed(sse(chat_chunk("a")) + b"data: {nope\n\n") == "a"
         assert decoder.failure is not None
 
+    @pytest.mark.parametrize("bad", [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"])
+    def test_feed_when_text_not_utf8_then_earlier_text_kept_and_failure(self, bad: bytes) -> None:
+        broken = b'data: {"choices":[{"index":0,"delta":{"content":"x' + bad + b'"}}]}\n\n'
+        decoder = ChatCompletionsDecoder()
+        assert decoder.feed(sse(chat_chunk("a"), chat_chunk("b")) + broken + sse(b"[DONE]")) == "ab"
+        assert decoder.failure is not None
+        assert "UTF-8" in decoder.failure.message
+        assert not decoder.finished
+
     def test_end_when_body_ends_after_finish_without_done_then_finished(self) -> None:
         decoder = ChatCompletionsDecoder()
         decoder.feed(sse(chat_chunk("a"), chat_chunk(finish="stop")))
@@ -190,6 +199,14 @@ class TestChatCompletionsDecoder:
 
 
 class TestResponsesDecoder:
+    def test_feed_when_delta_not_utf8_then_earlier_text_kept_and_failure(self) -> None:
+        good = sse(responses_event("response.output_text.delta", delta="Hi "))
+        broken = b'data: {"type":"response.output_text.delta","delta":"\xc0\xaf"}\n\n'
+        decoder = ResponsesDecoder()
+        assert decoder.feed(good + broken) == "Hi "
+        assert decoder.failure is not None
+        assert not decoder.finished
+
     def test_feed_when_completed_then_text_usage_id(self) -> None:
         decoder = ResponsesDecoder()
         assert decoder.feed(RESPONSES_STREAM) == "Hi there"
