@@ -11,10 +11,11 @@ from chat.admission import StreamSlots
 from chat.agent_pool import AgentPool
 from chat.backends import Backend
 from chat.lifecycle import Drainer
+from chat.metrics import Metrics, NoMetrics
 from chat.runner import Deadlines
 from chat.settings import Settings
 from chat.stream_store import StreamStore
-from chat.streams import StreamManager
+from chat.streams import StreamManager, StreamRun
 
 
 class AppState:
@@ -27,8 +28,10 @@ class AppState:
         store: StreamStore,
         *,
         shared_store: bool = False,
+        metrics: Metrics | NoMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else NoMetrics()
         self.backend = backend
         self.agents = AgentPool(
             Agent(name="assistant", instructions=settings.instructions, model=backend.model)
@@ -42,13 +45,19 @@ class AppState:
         # instead of an Event (and its waiter deque) per open stream.
         self.sse_shutdown = anyio.Event()
         self.streams = StreamManager(
-            store, grace_s=settings.detached_grace_s, shared_store=shared_store
+            store,
+            grace_s=settings.detached_grace_s,
+            shared_store=shared_store,
+            on_finish=self._run_finished,
         )
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,
             total_s=settings.total_timeout_s,
         )
+
+    def _run_finished(self, run: StreamRun) -> None:
+        self.metrics.run_finished(run.stats, detached=run.detached, stop_code=run.control.code)
 
     def model_settings_for(self, request_id: str) -> ModelSettings:
         """The backend's settings plus our request id, so the provider's logs can be joined."""
