@@ -368,9 +368,10 @@ async def read_stream(request: Request) -> Response:
     stream_id = request.path_params["stream_id"]
     access = access_record(request)
     access["stream_id"] = stream_id
-    raw_after = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    after = parse_last_event_id(raw_after)
-    if after is None:
+    raw_query = request.query_params.get("lastEventId")
+    after = parse_last_event_id(request.headers.get("last-event-id") or raw_query)
+    # The header wins, but a malformed query value is still a bad request, not ignored.
+    if after is None or (raw_query is not None and parse_last_event_id(raw_query) is None):
         access["outcome"] = "invalid_request"
         return error_response(
             "invalid_request",

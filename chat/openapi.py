@@ -2,8 +2,8 @@
 
 The request, the stream events and every JSON body come from the same Structs that decode and
 encode them (``msgspec.json.schema_components``); only the routes, their statuses and headers are
-written here. The SSE response is ``text/event-stream`` whose schema is the ``ChatEvent`` union:
-each event's ``data:`` line is one of its members, named by ``type``.
+written here. The SSE response is ``text/event-stream``; its schema is one event
+(``ChatEventFrame``, as OpenAPI 3.1 reads streams), whose ``data:`` holds a ``ChatEvent`` in JSON.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ _CONVERSATION_ID_PARAM: Final = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
 }
+# What parse_last_event_id accepts: empty (from the start) or a small non-negative integer.
+_EVENT_ID: Final = "^[0-9]{0,12}$"
 _OPTIONAL_KEY: Final = [{}, {"bearer": []}]
 
 
@@ -120,7 +122,7 @@ def _event_stream(description: str, *headers: str) -> dict[str, Any]:
     return {
         "description": description,
         "headers": _headers(*headers),
-        "content": {_SSE: {"schema": _schema("ChatEvent")}},
+        "content": {_SSE: {"schema": _schema("ChatEventFrame")}},
     }
 
 
@@ -177,7 +179,7 @@ def _paths() -> dict[str, Any]:
                         + " With `Accept: application/json`: the whole answer as one JSON reply.",
                         "headers": _headers("X-Stream-ID"),
                         "content": {
-                            _SSE: {"schema": _schema("ChatEvent")},
+                            _SSE: {"schema": _schema("ChatEventFrame")},
                             _JSON: {"schema": _schema("ChatReply")},
                         },
                     },
@@ -225,14 +227,14 @@ def _paths() -> dict[str, Any]:
                         "in": "header",
                         "required": False,
                         "description": "The last event id the reader has (EventSource sends it).",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": _EVENT_ID},
                     },
                     {
                         "name": "lastEventId",
                         "in": "query",
                         "required": False,
                         "description": "Last-Event-ID for polyfills that cannot send headers.",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": _EVENT_ID},
                     },
                 ],
                 "responses": {
@@ -407,6 +409,22 @@ def _components() -> dict[str, Any]:
         "description": "One stream event: the `data:` of an SSE frame whose `event:` is `type`.",
         **chat_event,
     }
+    # OpenAPI before 3.2 reads an event stream's `schema` as the schema of each event.
+    schemas["ChatEventFrame"] = {
+        "title": "ChatEventFrame",
+        "description": "One SSE event; its `data:` line is a `ChatEvent` in JSON.",
+        "type": "object",
+        "properties": {
+            "event": {"enum": ["delta", "done", "error"]},
+            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {
+                "type": "string",
+                "contentMediaType": _JSON,
+                "contentSchema": _schema("ChatEvent"),
+            },
+        },
+    }
     codes = sorted(ERRORS)
     # The Structs say `str` (codes are added in one table); the document names them all.
     schemas["ErrorInfo"]["properties"]["code"]["enum"] = codes
@@ -434,7 +452,8 @@ def document() -> dict[str, Any]:
             "description": (
                 "JSON in, Server-Sent Events out. Every response carries X-Request-ID; errors "
                 "before a stream starts are `ErrorBody`; a stream that answered 200 ends with "
-                "exactly one `done` or `error` event."
+                "exactly one `done` or `error` event. A method that a path does not list is "
+                "answered 405 `method_not_allowed` with `Allow`; an unknown path 404 `not_found`."
             ),
         },
         "paths": _paths(),
