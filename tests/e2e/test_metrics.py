@@ -221,6 +221,7 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.mark.redis
 def test_two_workers_when_scraped_then_every_scrape_sums_both(
     redis_url: str, tmp_path: Path
 ) -> None:
