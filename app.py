@@ -28,9 +28,12 @@ from chat.endpoints import (
     create_stream,
     healthz,
     http_exception_handler,
+    metrics,
+    openapi,
     readyz,
     stream_resource,
 )
+from chat.metrics import build_metrics
 from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
@@ -53,12 +56,15 @@ def create_app(
         level=settings.log_level, fmt=settings.log_format, log_content=settings.log_content
     )
 
+    recorder = build_metrics(settings.metrics)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         tune_gc()
         backend = backend_factory(settings)
         store, shared = await open_stream_store(settings)
-        state = AppState(settings, backend, store, shared_store=shared)
+        state = AppState(settings, backend, store, shared_store=shared, metrics=recorder)
+        recorder.started(backend=backend.name, limit=state.slots.limit)
         tasks = [
             asyncio.create_task(_load(state), name="backend-load"),
             asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
@@ -86,11 +92,16 @@ def create_app(
             await state.streams.aclose()
             await store.aclose()
             await backend.aclose()
+            recorder.stopped()
             log.info("stopped")
 
     middleware = [
         Middleware(CorrelationIdMiddleware),
-        Middleware(AccessLogMiddleware),
+        Middleware(
+            AccessLogMiddleware,
+            # The request counter of /metrics, fed when each response ends (not per chunk).
+            on_finish=recorder.request_finished if recorder.enabled else None,
+        ),
     ]
     if settings.cors_origins:
         middleware.append(
@@ -109,6 +120,8 @@ def create_app(
         Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         # The demo page and its assets (see "demo page" below).
         Route("/", demo_page, methods=["GET"]),
         Mount("/static", DemoAssets(directory=STATIC_DIR), name="static"),

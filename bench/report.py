@@ -170,6 +170,22 @@ def extras(results: Results) -> str:
         if latency:
             line += f"; first token at c=1 {_pair(latency)} ms (p50 / p99)"
         lines.append(line)
+    cost = results.get("metrics_cost")
+    if cost and cost.get("cost_pct") is not None:
+        on, off = cost["on"], cost["off"]
+        line = (
+            f"- metrics on against the same build with CHAT_METRICS=false (both up at once, "
+            f"{len(cost['rounds']['on'])} alternating rounds each, medians): "
+            f"{_num(on['requests_per_s'])} vs {_num(off['requests_per_s'])} streams/s, "
+            f"cost {cost['cost_pct']:.1f}% (target ≤ 2%: {_check(cost['cost_pct'] <= 2)})"
+        )
+        if on.get("cpu_ms_per_stream") and off.get("cpu_ms_per_stream"):
+            delta = (on["cpu_ms_per_stream"] - off["cpu_ms_per_stream"]) * 1000
+            line += (
+                f"; CPU per stream {_num(on['cpu_ms_per_stream'], 2)} vs "
+                f"{_num(off['cpu_ms_per_stream'], 2)} ms ({delta:+,.0f} µs)"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

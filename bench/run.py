@@ -12,7 +12,8 @@ share the other. Each server is measured alone, the same way (phase 1 on its own
 4. a concurrency sweep for the plot (closed loop: each client starts its next stream at once).
 
 Then three variants of the service for the notes: the stock SDK model, the client's httpx
-transport instead of aiohttp, and the access log on.
+transport instead of aiohttp, and the access log on; and the cost of metrics: the same build
+with ``CHAT_METRICS`` on and off, both servers up at once, hey alternating between them.
 Prints one markdown table; writes bench/results/<date>.json and docs/bench.png.
 """
 
@@ -52,6 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-rate", type=float, default=250.0, help="stream starts per second")
     parser.add_argument("--servers", default="service,naive,bare")
     parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
+    parser.add_argument("--metrics-rounds", type=int, default=6, help="on/off throughput rounds")
+    parser.add_argument("--metrics-seconds", type=float, default=4.0, help="seconds per round")
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args(argv)
@@ -61,6 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sweep = "1,50,200"
         args.sweep_seconds = 1.0
         args.scale_streams = 300
+        args.metrics_rounds = 2
+        args.metrics_seconds = 2.0
     return args
 
 
@@ -148,6 +153,55 @@ async def measure_scale(server: Server, args: argparse.Namespace) -> dict[str, A
     return summary
 
 
+async def measure_metrics_cost(
+    upstream: Upstream, body_path: Path, log_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Streams/s with metrics on against the same build with them off, in alternating rounds.
+
+    Both servers are up at once on the server core (an idle one costs nothing), and the order
+    flips every round, so the drift of a shared VM falls on both alike; medians are compared.
+    """
+    envs = {"on": service_env(upstream), "off": service_env(upstream, CHAT_METRICS="false")}
+    per_round = argparse.Namespace(**{**vars(args), "hey_seconds": args.metrics_seconds})
+    rounds: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    ready = "/readyz"
+    with (
+        Server("metrics_on", "app:app", env=envs["on"], log_dir=log_dir, ready_path=ready) as on,
+        Server("metrics_off", "app:app", env=envs["off"], log_dir=log_dir, ready_path=ready) as off,
+    ):
+        servers = {"on": on, "off": off}
+        for server in servers.values():
+            await closed_loop(Target.chat(server.url + "/chat", "hello"), 4, 0.5)
+        for i in range(args.metrics_rounds):
+            for name in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                rounds[name].append(await measure_throughput(servers[name], body_path, per_round))
+    out: dict[str, Any] = {"rounds": rounds}
+    for name, results in rounds.items():
+        out[name] = {
+            "requests_per_s": _median([r["requests_per_s"] for r in results]),
+            "cpu_ms_per_stream": _median([r.get("cpu_ms_per_stream") for r in results]),
+            "errors": sum(r["errors"] for r in results),
+        }
+    on_rate, off_rate = out["on"]["requests_per_s"], out["off"]["requests_per_s"]
+    if on_rate and off_rate:
+        out["cost_pct"] = round((off_rate - on_rate) / off_rate * 100, 2)
+    print(
+        f"  metrics on {on_rate:.1f}/s, off {off_rate:.1f}/s, cost {out.get('cost_pct')} %",
+        flush=True,
+    )
+    return out
+
+
+def _median(values: list[Any]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None
+    middle = len(present) // 2
+    if len(present) % 2:
+        return float(present[middle])
+    return (present[middle - 1] + present[middle]) / 2
+
+
 async def measure_server(
     name: str, server: Server, body_path: Path, args: argparse.Namespace, *, full: bool
 ) -> dict[str, Any]:
@@ -216,6 +270,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"gap p99 {scale['gap_ms']['p99']} ms, errors {scale['error_count']}",
                     flush=True,
                 )
+        if not args.no_variants and "service" in names and args.metrics_rounds > 0:
+            print("metrics cost: service with CHAT_METRICS on and off", flush=True)
+            results["metrics_cost"] = await measure_metrics_cost(upstream, body_path, log_dir, args)
     finally:
         upstream.stop()
     return results

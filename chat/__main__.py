@@ -8,11 +8,13 @@ graceful-shutdown limit just above the stream drain grace period.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 
 import uvicorn
 
+from chat.metrics_dir import prepare_multiprocess_dir
 from chat.settings import SettingsError, load_settings
 
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    # Before any worker imports prometheus-client: with several, /metrics sums them all.
+    atexit.register(prepare_multiprocess_dir(args.workers if settings.metrics else 1))
     uvicorn.run(
         "app:app",
         host=args.host,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final
 
+import anyio
 import msgspec
 import structlog
 from agents import Agent
@@ -18,9 +19,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Send
 
+from chat.bodies import ChatReply, ErrorBody, ErrorDetail, ErrorInfo, Health, Ready, StreamCreated
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
+from chat.metrics import Metrics
 from chat.models.errors import InputTooLongError
+from chat.openapi import document_bytes
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
 from chat.state import AppState
@@ -39,14 +43,17 @@ def error_body(
     code: str, request_id: str, message: str | None = None, details: Any = None
 ) -> bytes:
     """The contract's error JSON: ``{"error": {"code", "message", "request_id"[, "details"]}}``."""
-    error: dict[str, Any] = {
-        "code": code,
-        "message": message or spec_for(code).message,
-        "request_id": request_id,
-    }
-    if details:
-        error["details"] = details
-    return _json.encode({"error": error})
+    info = ErrorInfo(
+        code=code,
+        message=message or spec_for(code).message,
+        request_id=request_id,
+        details=[_detail(d) for d in details] if details else msgspec.UNSET,
+    )
+    return _json.encode(ErrorBody(info))
+
+
+def _detail(detail: ErrorDetail | dict[str, str]) -> ErrorDetail:
+    return detail if isinstance(detail, ErrorDetail) else ErrorDetail(**detail)
 
 
 def error_response(
@@ -155,7 +162,10 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
 
 async def healthz(request: Request) -> Response:
     """Liveness: the process serves."""
-    return Response(b'{"status":"ok"}', media_type=_JSON_TYPE)
+    return Response(_HEALTHY, media_type=_JSON_TYPE)
+
+
+_HEALTHY: Final = _json.encode(Health())
 
 
 async def readyz(request: Request) -> Response:
@@ -165,8 +175,32 @@ async def readyz(request: Request) -> Response:
         return error_response("shutting_down", request_id_of(request))
     if not state.backend.ready:
         return error_response("not_ready", request_id_of(request))
-    body = {"status": "ready", "backend": state.backend.name, "open_streams": state.slots.in_use}
+    body = Ready(backend=state.backend.name, open_streams=state.slots.in_use)
     return Response(_json.encode(body), media_type=_JSON_TYPE)
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text format, summed over all workers in multiprocess mode."""
+    state: AppState = request.state.chat
+    request_id = request_id_of(request)
+    recorder = state.metrics
+    if not isinstance(recorder, Metrics):
+        return error_response("not_found", request_id, message="Metrics are off.")
+    settings = state.settings
+    if not settings.metrics_public and not is_authorized(
+        request.headers.get("authorization"), settings.api_keys
+    ):
+        return error_response("unauthorized", request_id, headers={"WWW-Authenticate": "Bearer"})
+    # A thread: in multiprocess mode the scrape reads every worker's files.
+    body, content_type = await anyio.to_thread.run_sync(
+        recorder.render, request.headers.get("accept")
+    )
+    return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of every route."""
+    return Response(document_bytes(), media_type=_JSON_TYPE)
 
 
 async def chat(request: Request) -> Response:
@@ -187,6 +221,7 @@ async def _guarded(
         return await handler(request, request_id)
     except ChatError as exc:
         access_record(request)["outcome"] = exc.code
+        request.state.chat.metrics.rejected(exc.code)
         return error_response(
             exc.code, request_id, message=exc.message, details=exc.details, headers=exc.headers
         )
@@ -232,6 +267,7 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         ) from None
     if not state.slots.try_acquire():
         raise ChatError("overloaded", headers={"Retry-After": "1"})
+    state.metrics.run_started()
 
     stats = RunStats()
     control = RunControl()
@@ -255,6 +291,7 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
     except BaseException:
         state.agents.release(agent)
         state.slots.release()
+        state.metrics.run_released()
         raise
     access["stream_id"] = run.stream_id
     return run
@@ -271,7 +308,7 @@ async def _chat(request: Request, request_id: str) -> Response:
     if reply is not None:
         if not await _read_unless_disconnected(frames, request.receive):
             # Nobody can resume it (the stream id was never sent): stop paying for it now.
-            state.streams.cancel(run.stream_id)
+            state.streams.cancel(run.stream_id, detached=True)
             _record_run(access, run.stats, delivered=False)
             return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
@@ -314,7 +351,7 @@ async def _create_stream(request: Request, request_id: str) -> Response:
     run = await _start_run(request, request_id)
     events_url = f"/chat/streams/{run.stream_id}"
     access_record(request)["outcome"] = "created"
-    body = {"stream_id": run.stream_id, "events_url": events_url, "request_id": request_id}
+    body = StreamCreated(stream_id=run.stream_id, events_url=events_url, request_id=request_id)
     return Response(
         _json.encode(body),
         status_code=201,
@@ -337,9 +374,10 @@ async def read_stream(request: Request) -> Response:
     stream_id = request.path_params["stream_id"]
     access = access_record(request)
     access["stream_id"] = stream_id
-    raw_after = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    after = parse_last_event_id(raw_after)
-    if after is None:
+    raw_query = request.query_params.get("lastEventId")
+    after = parse_last_event_id(request.headers.get("last-event-id") or raw_query)
+    # The header wins, but a malformed query value is still a bad request, not ignored.
+    if after is None or (raw_query is not None and parse_last_event_id(raw_query) is None):
         access["outcome"] = "invalid_request"
         return error_response(
             "invalid_request",
@@ -468,6 +506,7 @@ async def _holding_slot(
         # agent for that moment is allowed, only slower.
         state.agents.release(agent)
         state.slots.release()
+        state.metrics.run_released()
 
 
 async def _reporting(
@@ -539,12 +578,12 @@ def _json_reply(
     """
     terminal = reply.terminal
     if type(terminal) is Done:
-        body = {
-            "text": "".join(reply.parts),
-            "finish_reason": terminal.finish_reason,
-            "usage": terminal.usage,
-            "request_id": request_id,
-        }
+        body = ChatReply(
+            text="".join(reply.parts),
+            finish_reason=terminal.finish_reason,
+            usage=terminal.usage,
+            request_id=request_id,
+        )
         return Response(_json.encode(body), media_type=_JSON_TYPE, headers=headers)
     code = terminal.code if type(terminal) is Error else "internal_error"
     retryable = terminal.retryable if type(terminal) is Error else spec_for(code).retryable

@@ -10,12 +10,23 @@ import msgspec
 from chat.errors import ChatError
 
 ConversationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+# Checked in decode_chat_request (its errors say "must not be blank"); said here for the schema.
+Message = Annotated[
+    str,
+    msgspec.Meta(
+        extra_json_schema={
+            "minLength": 1,
+            "pattern": r"\S",
+            "description": "Not blank; at most CHAT_MAX_MESSAGE_CHARS characters (32000).",
+        }
+    ),
+]
 
 
 class ChatRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One user message, optionally continuing a conversation."""
 
-    message: str
+    message: Message
     conversation_id: ConversationId | None = None
 
 

@@ -61,6 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     tracing: bool = False
+    metrics: bool = True
+    metrics_public: bool = False
     local_model_path: str | None = None
     local_threads: int | None = None
     local_context: int = 2048
@@ -216,6 +218,8 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_API_KEYS": ("api_keys", _csv),
     "CHAT_CORS_ORIGINS": ("cors_origins", _csv),
     "CHAT_TRACING": ("tracing", _parse_bool),
+    "CHAT_METRICS": ("metrics", _parse_bool),
+    "CHAT_METRICS_PUBLIC": ("metrics_public", _parse_bool),
     "CHAT_LOCAL_MODEL_PATH": ("local_model_path", _text),
     "CHAT_LOCAL_THREADS": ("local_threads", _optional_threads),
     "CHAT_LOCAL_CONTEXT": ("local_context", _int_range(128, 1_048_576)),

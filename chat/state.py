@@ -11,10 +11,11 @@ from chat.admission import StreamSlots
 from chat.agent_pool import AgentPool
 from chat.backends import Backend
 from chat.lifecycle import Drainer
+from chat.metrics import Metrics, NoMetrics
 from chat.runner import Deadlines
 from chat.settings import Settings
 from chat.stream_store import StreamStore
-from chat.streams import StreamManager
+from chat.streams import StreamManager, StreamRun
 
 
 class AppState:
@@ -27,8 +28,10 @@ class AppState:
         store: StreamStore,
         *,
         shared_store: bool = False,
+        metrics: Metrics | NoMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else NoMetrics()
         self.backend = backend
         self.agents = AgentPool(
             Agent(name="assistant", instructions=settings.instructions, model=backend.model)
@@ -46,6 +49,7 @@ class AppState:
             grace_s=settings.detached_grace_s,
             shared_store=shared_store,
             contended=backend.contended,
+            on_finish=self._run_finished,
         )
         # A run nobody reads gives way at once to a request waiting for the model (one local
         # engine generates one answer at a time): see StreamManager.preempt_detached.
@@ -55,6 +59,9 @@ class AppState:
             idle_s=settings.idle_timeout_s,
             total_s=settings.total_timeout_s,
         )
+
+    def _run_finished(self, run: StreamRun) -> None:
+        self.metrics.run_finished(run.stats, detached=run.detached, stop_code=run.control.code)
 
     def model_settings_for(self, request_id: str) -> ModelSettings:
         """The backend's settings plus our request id, so the provider's logs can be joined."""

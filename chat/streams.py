@@ -34,7 +34,17 @@ def new_stream_id() -> str:
 class StreamRun:
     """One run in this process: its control, its stats, and its local readers."""
 
-    __slots__ = ("control", "done", "grace", "read", "readers", "stats", "stream_id", "task")
+    __slots__ = (
+        "control",
+        "detached",
+        "done",
+        "grace",
+        "read",
+        "readers",
+        "stats",
+        "stream_id",
+        "task",
+    )
 
     def __init__(self, stream_id: str, control: RunControl, stats: RunStats) -> None:
         self.stream_id = stream_id
@@ -45,6 +55,8 @@ class StreamRun:
         self.grace: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.done = False
+        # Cancelled because nobody reads it any more (its outcome is the client's leaving).
+        self.detached = False
 
 
 class StreamManager:
@@ -136,11 +148,15 @@ class StreamManager:
                     else:
                         self._arm_grace(run)
 
-    def cancel(self, stream_id: str, code: str = "cancelled") -> bool:
-        """Stop a run of this process; False when it is not running here."""
+    def cancel(self, stream_id: str, code: str = "cancelled", *, detached: bool = False) -> bool:
+        """Stop a run of this process; False when it is not running here.
+
+        ``detached``: stopped because its only reader went away, not by a DELETE.
+        """
         run = self._runs.get(stream_id)
         if run is None:
             return False
+        run.detached = run.detached or detached
         run.control.stop(code)
         return True
 
@@ -195,6 +211,7 @@ class StreamManager:
         log.info(
             "stream_detached_cancel", stream_id=run.stream_id, grace_s=self.grace_s, reason=reason
         )
+        run.detached = True
         run.control.stop("cancelled")
 
     async def watch_remote_cancels(self, poll_s: float = 0.5) -> None:

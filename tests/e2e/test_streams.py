@@ -155,6 +155,14 @@ def test_bad_last_event_id_when_read_then_400(client: httpx.Client, bad: str) ->
     assert response.json()["error"]["code"] == "invalid_request"
 
 
+def test_bad_query_last_event_id_when_header_also_sent_then_400(client: httpx.Client) -> None:
+    # Found by schemathesis: the header won and a malformed ?lastEventId= was silently ignored.
+    url = create(client)
+    response = client.get(url + "?lastEventId=abc", headers={"Last-Event-ID": "1"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
 def test_two_readers_when_following_then_each_gets_every_event(client: httpx.Client) -> None:
     url = create(client)
     results: dict[int, list[Frame]] = {}

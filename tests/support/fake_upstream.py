@@ -68,7 +68,7 @@ Usage::
         ...
         record = fake.wait_for_request(lambda r: r.path == "/v1/responses")
 
-    python -m bench.fake_upstream --port 9001 --tokens 64 --delay-ms 0
+    python -m tests.support.fake_upstream --port 9001 --tokens 64 --delay-ms 0
 """
 
 from __future__ import annotations
@@ -1475,7 +1475,7 @@ class FakeUpstream:
 def main(argv: list[str] | None = None) -> int:
     """Run the fake upstream until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fake_upstream", description=(__doc__ or "").split("\n")[0]
+        prog="python -m tests.support.fake_upstream", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=9001)

@@ -290,3 +290,31 @@ class TestAccessLogMiddleware:
         await AccessLogMiddleware(app)({"type": "lifespan"}, asgi_receive, sent)
         assert calls == ["lifespan"]
         assert logs.lines == []
+
+
+class TestFinishHook:
+    async def test_hook_when_streaming_response_ends_then_called_once_after_the_last_chunk(
+        self, http_scope: Callable[..., Scope], asgi_receive: Receive, sent: Sent
+    ) -> None:
+        calls: list[tuple[int | None, dict[str, object]]] = []
+
+        def hook(scope: Scope, status: int | None, record: Any) -> None:
+            calls.append((status, dict(record)))
+
+        await AccessLogMiddleware(streaming_app, on_finish=hook)(http_scope(), asgi_receive, sent)
+        [(status, record)] = calls
+        assert status == 200
+        assert record["outcome"] == "done"  # written after the stream: the hook sees it
+
+    async def test_hook_when_app_raises_then_called_with_500(
+        self, http_scope: Callable[..., Scope], asgi_receive: Receive, sent: Sent
+    ) -> None:
+        statuses: list[int | None] = []
+
+        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+            raise RuntimeError("boom")
+
+        middleware = AccessLogMiddleware(failing, on_finish=lambda s, st, r: statuses.append(st))
+        with pytest.raises(RuntimeError):
+            await middleware(http_scope(), asgi_receive, sent)
+        assert statuses == [500]
