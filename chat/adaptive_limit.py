@@ -38,7 +38,7 @@ class LimitPolicy:
 
     cap: int
     floor: int = 4
-    target_lag_s: float = 0.010
+    target_lag_s: float = 0.005
 
     def __post_init__(self) -> None:
         if self.cap < 1 or self.floor < 1:

@@ -46,7 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_message_chars: int = 32000
     max_concurrent_streams: int = 0  # 0: sized for the machine, see effective_max_streams()
     adaptive_limit: bool = True  # shed load by event-loop lag, under max_concurrent_streams
-    adaptive_target_lag_ms: float = 10.0
+    adaptive_target_lag_ms: float = 5.0
     adaptive_min_streams: int = 4
     ping_interval_s: float = 15.0
     first_token_timeout_s: float = 30.0
