@@ -17,8 +17,10 @@ which a first-token baseline is not.
 - lag above the target: the limit drops below what is in use (to half at three times the target),
   so new streams are refused from this window on while the admitted ones keep their pace.
 
-The floor keeps a few streams admitted whatever the lag (a lagging loop is not always our load);
-``CHAT_MAX_CONCURRENT_STREAMS`` stays the cap.
+Lag counts only while this process is busy (its loop thread used at least ``busy_share`` of the
+window's wall time): a loop that is late while the process hardly runs is waiting for a core that
+others use, not behind on its own work, and refusing streams would not help it. The floor keeps a
+few streams admitted whatever happens; ``CHAT_MAX_CONCURRENT_STREAMS`` stays the cap.
 """
 
 from __future__ import annotations
@@ -33,18 +35,29 @@ MAX_GRADIENT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class LoopSample:
+    """One window of the event loop: its timer lag (p90) and the CPU share its thread used."""
+
+    lag_s: float
+    busy: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class LimitPolicy:
     """The bounds and the target of the adaptive limit."""
 
     cap: int
     floor: int = 4
     target_lag_s: float = 0.005
+    busy_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.cap < 1 or self.floor < 1:
             raise ValueError("cap and floor must be at least 1")
         if self.target_lag_s <= 0:
             raise ValueError("target_lag_s must be positive")
+        if not 0 <= self.busy_share <= 1:
+            raise ValueError("busy_share must be between 0 and 1")
 
 
 def gradient(lag_s: float, target_s: float) -> float:
@@ -53,8 +66,13 @@ def gradient(lag_s: float, target_s: float) -> float:
     return min(MAX_GRADIENT, max(MIN_GRADIENT, value))
 
 
+def counted_lag(sample: LoopSample, policy: LimitPolicy) -> float:
+    """The window's lag if the process was busy; else none of it is ours."""
+    return sample.lag_s if sample.busy >= policy.busy_share else 0.0
+
+
 def next_limit(limit: float, in_use: int, lag_s: float, policy: LimitPolicy) -> float:
-    """The limit for the next window, from this window's lag and the streams in use now."""
+    """The limit for the next window, from this window's (counted) lag and the streams in use."""
     ratio = gradient(lag_s, policy.target_lag_s)
     if lag_s > policy.target_lag_s:
         # From what is in use, not from a limit that may stand far above it: the streams in use
@@ -87,7 +105,7 @@ class Slots(Protocol):
 class AdaptiveLimit:
     """Steers ``slots.limit`` from one lag sample a window."""
 
-    __slots__ = ("_estimate", "_slots", "last_lag_s", "policy")
+    __slots__ = ("_estimate", "_slots", "last", "policy")
 
     def __init__(self, slots: Slots, policy: LimitPolicy) -> None:
         self._slots = slots
@@ -95,16 +113,17 @@ class AdaptiveLimit:
         # Start open (at the cap): the first overload is seen in the lag within a window.
         self._estimate = float(policy.cap)
         self._slots.limit = policy.cap
-        self.last_lag_s = 0.0
+        self.last = LoopSample(0.0, 0.0)
 
     @property
     def limit(self) -> int:
         """The limit now in force."""
         return self._slots.limit
 
-    def observe(self, lag_s: float) -> int:
-        """Take one window's lag; set and return the new limit."""
-        self.last_lag_s = lag_s
+    def observe(self, sample: LoopSample) -> int:
+        """Take one window's sample; set and return the new limit."""
+        self.last = sample
+        lag_s = counted_lag(sample, self.policy)
         self._estimate = next_limit(self._estimate, self._slots.in_use, lag_s, self.policy)
         self._slots.limit = int(self._estimate)
         return self._slots.limit

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from app import create_app
+from chat.adaptive_limit import LoopSample
 from chat.settings import load_settings
 from tests.support.inprocess import ThreadedServer
 from tests.support.sse import events_only, parse_lines
@@ -23,9 +24,9 @@ class ScriptedLag:
         self.limit: int | None = None
         self._changed = threading.Condition()
 
-    async def __call__(self, on_window: Callable[[float], object]) -> None:
+    async def __call__(self, on_window: Callable[[LoopSample], object]) -> None:
         while True:
-            limit = on_window(self.lag_s)
+            limit = on_window(LoopSample(self.lag_s, busy=1.0))
             with self._changed:
                 self.limit = limit  # type: ignore[assignment]
                 self._changed.notify_all()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from chat.adaptive_limit import AdaptiveLimit, LimitPolicy, gradient, next_limit, window_lag
+from chat.adaptive_limit import (
+    AdaptiveLimit,
+    LimitPolicy,
+    LoopSample,
+    counted_lag,
+    gradient,
+    next_limit,
+    window_lag,
+)
 from chat.admission import StreamSlots
 
 MS = 0.001
@@ -69,11 +77,37 @@ def test_window_lag_when_samples_then_p90(samples_ms: list[float], expected_ms: 
     assert window_lag([s * MS for s in samples_ms]) == pytest.approx(expected_ms * MS)
 
 
+@pytest.mark.parametrize(
+    ("lag_ms", "busy", "counted_ms"),
+    [
+        (40, 1.0, 40),  # behind on our own work
+        (40, 0.5, 40),
+        (40, 0.1, 0),  # late while hardly running: waiting for a core others use
+        (3, 0.0, 0),
+    ],
+)
+def test_counted_lag_when_busy_or_not_then_counted_or_ignored(
+    lag_ms: float, busy: float, counted_ms: float
+) -> None:
+    assert counted_lag(LoopSample(lag_ms * MS, busy), POLICY) == pytest.approx(counted_ms * MS)
+
+
+def test_limit_when_lag_high_but_process_idle_then_not_shedding() -> None:
+    slots = StreamSlots(1000)
+    adaptive = AdaptiveLimit(slots, POLICY)
+    fill(slots, 6)
+    for _ in range(5):
+        adaptive.observe(LoopSample(80 * MS, busy=0.05))
+    assert adaptive.limit == 1000 and not slots.full
+
+
 def test_policy_when_out_of_range_then_value_error() -> None:
     with pytest.raises(ValueError):
         LimitPolicy(cap=0)
     with pytest.raises(ValueError):
         LimitPolicy(cap=10, target_lag_s=0)
+    with pytest.raises(ValueError):
+        LimitPolicy(cap=10, busy_share=1.5)
 
 
 def fill(slots: StreamSlots, count: int) -> int:
@@ -87,26 +121,26 @@ def test_limit_when_lag_rises_then_sheds_and_when_lag_falls_then_recovers() -> N
     assert adaptive.limit == 1000  # open until the loop says otherwise
     assert fill(slots, 300) == 300
     for _ in range(5):
-        adaptive.observe(2 * MS)  # keeping up: nothing changes for the streams
+        adaptive.observe(LoopSample(2 * MS))  # keeping up: nothing changes for the streams
     assert fill(slots, 10) == 10
 
-    adaptive.observe(40 * MS)  # a backlog: refuse from this window on
+    adaptive.observe(LoopSample(40 * MS))  # a backlog: refuse from this window on
     assert adaptive.limit < slots.in_use == 310
     assert slots.full and fill(slots, 50) == 0
     for _ in range(3):
-        adaptive.observe(40 * MS)  # still behind: still refusing, admitted streams untouched
+        adaptive.observe(LoopSample(40 * MS))  # still behind: still refusing
     assert slots.in_use == 310 and fill(slots, 50) == 0
 
     for _ in range(400):  # streams end meanwhile; the limit follows them down, not past the floor
         if slots.in_use:
             slots.release()
-        adaptive.observe(40 * MS)
+        adaptive.observe(LoopSample(40 * MS))
     assert adaptive.limit == POLICY.floor
     assert fill(slots, 10) == POLICY.floor  # the floor is always admitted
 
-    adaptive.observe(2 * MS)  # caught up: admits again at once, and grows each window
+    adaptive.observe(LoopSample(2 * MS))  # caught up: admits again, at once
     assert not slots.full
-    limits = [adaptive.observe(0.0) for _ in range(12)]
+    limits = [adaptive.observe(LoopSample(0.0)) for _ in range(12)]
     assert limits == sorted(limits) and limits[-1] == POLICY.cap
 
 
@@ -114,7 +148,7 @@ def test_limit_when_lag_near_target_then_grows_slowly() -> None:
     slots = StreamSlots(1000)
     adaptive = AdaptiveLimit(slots, POLICY)
     fill(slots, 200)
-    adaptive.observe(50 * MS)
+    adaptive.observe(LoopSample(50 * MS))
     assert adaptive.limit < 200
-    adaptive.observe(9.5 * MS)  # just under the target: a few more, not a flood
+    adaptive.observe(LoopSample(9.5 * MS))  # just under the target: a few more, not a flood
     assert 200 < adaptive.limit <= 212

@@ -7,17 +7,18 @@ import time
 
 import pytest
 
+from chat.adaptive_limit import LoopSample
 from chat.loop_lag import sample_loop_lag
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_sampler_when_loop_blocked_then_window_reports_at_least_the_block() -> None:
-    windows: list[float] = []
+    windows: list[LoopSample] = []
     enough = asyncio.Event()
 
-    def on_window(lag_s: float) -> None:
-        windows.append(lag_s)
+    def on_window(sample: LoopSample) -> None:
+        windows.append(sample)
         if len(windows) >= 3:
             enough.set()
 
@@ -33,14 +34,15 @@ async def test_sampler_when_loop_blocked_then_window_reports_at_least_the_block(
         await asyncio.gather(sampler, return_exceptions=True)
     assert len(windows) >= 3
     # A timer cannot fire while the loop is blocked: late windows hold most of the 30 ms block.
-    assert max(windows) >= 0.015
+    assert max(w.lag_s for w in windows) >= 0.015
+    assert all(0.0 <= w.busy <= 1.0 for w in windows)
 
 
 async def test_sampler_when_callback_raises_then_keeps_sampling() -> None:
     calls = 0
     enough = asyncio.Event()
 
-    def on_window(lag_s: float) -> None:
+    def on_window(sample: LoopSample) -> None:
         nonlocal calls
         calls += 1
         if calls >= 3:
