@@ -33,6 +33,7 @@ from chat.endpoints import (
     readyz,
     stream_resource,
 )
+from chat.loop_lag import LagSampler, sample_loop_lag
 from chat.metrics import build_metrics
 from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
@@ -49,8 +50,12 @@ def create_app(
     settings: Settings | None = None,
     *,
     backend_factory: Callable[[Settings], Backend] = build_backend,
+    lag_sampler: LagSampler = sample_loop_lag,
 ) -> Starlette:
-    """Build the app; the backend and shared clients are made in the lifespan, once."""
+    """Build the app; the backend and shared clients are made in the lifespan, once.
+
+    ``lag_sampler`` feeds the adaptive stream limit; tests pass one that scripts the lag.
+    """
     settings = settings if settings is not None else load_settings()
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, log_content=settings.log_content
@@ -69,6 +74,14 @@ def create_app(
             asyncio.create_task(_load(state), name="backend-load"),
             asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
         ]
+        if state.adaptive_limit is not None:
+            adaptive = state.adaptive_limit
+
+            def observe(sample: Any) -> None:
+                adaptive.observe(sample)
+                recorder.limit_changed(state.slots.limit)  # chat_streams_limit follows it
+
+            tasks.append(asyncio.create_task(lag_sampler(observe), name="loop-lag"))
         if shared:
             tasks.append(
                 asyncio.create_task(state.streams.watch_remote_cancels(), name="remote-cancels")
@@ -79,7 +92,8 @@ def create_app(
             "started",
             backend=backend.name,
             model=settings.resolved_model(),
-            max_streams=state.slots.limit,
+            max_streams=state.slots.cap,
+            adaptive_limit=state.adaptive_limit is not None,
             auth=bool(settings.api_keys),
         )
         try:

@@ -50,6 +50,15 @@ def _pair(p: dict[str, Any] | None) -> str:
     return f"{p['p50']:.2f} / {p['p99']:.2f}"
 
 
+def _admission(overload: dict[str, Any] | None) -> str:
+    if not overload:
+        return "-"
+    return (
+        f"{overload['admitted']:,} / {overload['refused_503']:,} / "
+        f"{overload['admitted_peak_open']:,}"
+    )
+
+
 def _check(ok: bool | None) -> str:
     return "" if ok is None else ("met" if ok else "MISSED")
 
@@ -141,6 +150,58 @@ def table(results: Results) -> str:
         fmt=lambda v: _pct(v, 1),
         ratio=False,
     )
+    pace = f"{1000 / cfg['scale_delay_ms']:g} tok/s x {cfg['scale_tokens']} tokens"
+    bare_capacity = _get(results, "bare", "capacity", "capacity")
+    row(
+        f"Capacity: concurrent {pace} streams with first token p99 ≤ 250 ms, gap p99 ≤ 100 ms, "
+        "0 errors",
+        ("capacity", "capacity"),
+        target="≥ 4 x naive",
+        ok=lambda s, n: bool(n) and s >= 4 * n,
+    )
+    row(
+        "Capacity, share of bare ASGI's",
+        ("capacity", "capacity"),
+        fmt=lambda v: _pct(v, bare_capacity),
+        target="≥ 40%",
+        ok=lambda s, n: bool(bare_capacity) and s >= 0.4 * bare_capacity,
+        ratio=False,
+    )
+    offered = f"Overload, {cfg.get('overload_streams', 0):,} offered (adaptive limit on)"
+    row(
+        f"{offered}: admitted / refused 503 / admitted at once (peak)",
+        ("overload",),
+        fmt=_admission,
+        ratio=False,
+    )
+    row(
+        f"{offered}: admitted first token p99 (ms)",
+        ("overload", "admitted_first_token_ms", "p99"),
+        target="≤ 250",
+        ok=lambda s, n: s <= 250,
+        ratio=False,
+    )
+    row(
+        f"{offered}: admitted gap p99 (ms)",
+        ("overload", "admitted_gap_ms", "p99"),
+        target="≤ 100",
+        ok=lambda s, n: s <= 100,
+        ratio=False,
+    )
+    row(
+        f"{offered}: 503 answered in, p99 (ms)",
+        ("overload", "refusal_ms", "p99"),
+        target="≤ 10",
+        ok=lambda s, n: s <= 10,
+        ratio=False,
+    )
+    row(
+        f"{offered}: admitted streams broken",
+        ("overload", "broken_admitted"),
+        target="0",
+        ok=lambda s, n: s == 0,
+        ratio=False,
+    )
     header = ["measure", "service", "naive", "bare ASGI", "service ÷ naive", "target", "result"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -190,8 +251,8 @@ def extras(results: Results) -> str:
 
 
 def plot(results: Results, path: Path) -> bool:
-    """Throughput and first-token p99 against concurrency, one line per server; False without
-    matplotlib."""
+    """Throughput and first-token p99 against concurrency, one line per server, and capacity at
+    the latency target; False without matplotlib."""
     try:
         import matplotlib
 
@@ -199,7 +260,7 @@ def plot(results: Results, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = {"service": "o-", "naive": "s--", "bare": "^:"}
     for server, style in styles.items():
         sweep = _get(results, server, "sweep") or []
@@ -216,6 +277,7 @@ def plot(results: Results, path: Path) -> bool:
     for axis in (left, right):
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
+    _capacity_bars(third, results)
     info = results["machine"]
     fig.suptitle(
         f"{results['date']} · {info['cpu']} · server pinned to 1 core, load on another",
@@ -226,3 +288,19 @@ def plot(results: Results, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _capacity_bars(axis: Any, results: Results) -> None:
+    """One bar per server: concurrent paced streams within the latency targets."""
+    names = [x for x in _SERVERS if _get(results, x, "capacity", "capacity") is not None]
+    values = [_get(results, x, "capacity", "capacity") for x in names]
+    bars = axis.bar(names, values, color=["tab:blue", "tab:orange", "tab:green"][: len(names)])
+    for bar, value in zip(bars, values, strict=True):
+        axis.annotate(f"{value:,}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=9)  # fmt: skip
+    cfg = results["config"]
+    axis.set(ylabel="concurrent streams",
+             title=f"Capacity: {1000 / cfg['scale_delay_ms']:g} tok/s streams within\n"
+             "first token p99 ≤ 250 ms, gaps p99 ≤ 100 ms")  # fmt: skip
+    axis.title.set_fontsize(10)
+    axis.grid(True, axis="y", alpha=0.3)

@@ -9,7 +9,17 @@ share the other. Each server is measured alone, the same way (phase 1 on its own
 2. throughput: ``hey -c 50`` full streams of 64 tokens from an upstream without delay, with the
    server's CPU time read from /proc (CPU per stream and per token);
 3. latency: one stream at a time, first-token time (the upstream's own is measured too);
-4. a concurrency sweep for the plot (closed loop: each client starts its next stream at once).
+4. a concurrency sweep for the plot (closed loop: each client starts its next stream at once);
+5. capacity, on a fresh process: the most concurrent paced streams (100 tokens, 20/s) one core
+   serves with first-token p99 <= 250 ms, gap p99 <= 100 ms and no error, by a bounded bisection
+   (``bench/capacity.py``);
+6. overload, the service only, on a fresh process with its defaults (the adaptive limit on):
+   1,000 paced streams offered at 250/s; the admitted streams' first token and gaps, none broken,
+   and how fast the rest hear 503.
+
+Phases 1-5 run the service with ``CHAT_ADAPTIVE_LIMIT=false``: they measure what the code costs
+and what one core can carry, and hey would count fast 503s as throughput. Phase 6 measures the
+limit itself.
 
 Then three variants of the service for the notes: the stock SDK model, the client's httpx
 transport instead of aiohttp, and the access log on; and the cost of metrics: the same build
@@ -28,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import hey, report
+from bench import capacity, hey, report
 from bench.servers import LOAD_CORE, ROOT, Server, Upstream
 from bench.sse_client import LoadResult, ProcSampler, Target, closed_loop, open_loop
 
@@ -51,6 +61,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-tokens", type=int, default=100)
     parser.add_argument("--scale-delay-ms", type=float, default=50.0)
     parser.add_argument("--scale-rate", type=float, default=250.0, help="stream starts per second")
+    parser.add_argument("--capacity-steps", type=int, default=6, help="bisection steps a server")
+    parser.add_argument("--capacity-max", type=int, default=2000, help="most streams tried")
+    parser.add_argument(
+        "--capacity-ramp-s", type=float, default=2.5, help="longest start-up of a step's streams"
+    )
+    parser.add_argument("--no-capacity", action="store_true", help="skip capacity and overload")
+    parser.add_argument("--overload-streams", type=int, default=1000)
+    parser.add_argument("--overload-rate", type=float, default=250.0, help="starts per second")
     parser.add_argument("--servers", default="service,naive,bare")
     parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
     parser.add_argument("--metrics-rounds", type=int, default=6, help="on/off throughput rounds")
@@ -66,6 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.scale_streams = 300
         args.metrics_rounds = 2
         args.metrics_seconds = 2.0
+        args.capacity_steps = 3
+        args.capacity_max = 600
+        args.overload_streams = 300
     return args
 
 
@@ -78,6 +99,8 @@ def service_env(upstream: Upstream, **extra: str) -> dict[str, str]:
         "CHAT_MODEL": "fake-model",
         "CHAT_LOG_LEVEL": "warning",
         "CHAT_MAX_CONCURRENT_STREAMS": "5000",
+        # Off for the phases that measure cost and capacity; the overload phase turns it on.
+        "CHAT_ADAPTIVE_LIMIT": "false",
         **extra,
     }
 
@@ -100,6 +123,11 @@ def server_specs(upstream: Upstream) -> dict[str, tuple[str, dict[str, str], str
             "/readyz",
         ),
         "service_info_log": ("app:app", service_env(upstream, CHAT_LOG_LEVEL="info"), "/readyz"),
+        "service_shedding": (
+            "app:app",
+            service_env(upstream, CHAT_ADAPTIVE_LIMIT="true"),
+            "/readyz",
+        ),
     }
 
 
@@ -202,6 +230,41 @@ def _median(values: list[Any]) -> float | None:
     return (present[middle - 1] + present[middle]) / 2
 
 
+async def measure_capacity(
+    name: str, server: Server, args: argparse.Namespace, hint: int
+) -> dict[str, Any]:
+    """The bounded bisection of ``bench/capacity.py`` on one fresh server."""
+    await closed_loop(Target.chat(server.url + "/chat", "hello"), 4, 0.5)
+    return await capacity.find_capacity(
+        server.url,
+        server.pid,
+        hint=hint,
+        tokens=args.scale_tokens,
+        delay_ms=args.scale_delay_ms,
+        base_rate=args.scale_rate,
+        ramp_max_s=args.capacity_ramp_s,
+        max_streams=args.capacity_max,
+        max_steps=args.capacity_steps,
+        targets=capacity.Targets(),
+        name=name,
+    )
+
+
+async def measure_overload(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Many more paced streams than one core carries, at a steady rate, with shedding on."""
+    await closed_loop(Target.chat(server.url + "/chat", "hello"), 4, 0.5)
+    async with ProcSampler(server.pid) as sampler:
+        out = await capacity.measure_overload(
+            server.url,
+            streams=args.overload_streams,
+            rate_per_s=args.overload_rate,
+            tokens=args.scale_tokens,
+            delay_ms=args.scale_delay_ms,
+        )
+    out["server"] = sampler.summary()
+    return out
+
+
 async def measure_server(
     name: str, server: Server, body_path: Path, args: argparse.Namespace, *, full: bool
 ) -> dict[str, Any]:
@@ -238,6 +301,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "scale_tokens": args.scale_tokens,
             "scale_delay_ms": args.scale_delay_ms,
             "scale_rate_per_s": args.scale_rate,
+            "capacity_steps": args.capacity_steps,
+            "capacity_max": args.capacity_max,
+            "overload_streams": args.overload_streams,
+            "overload_rate_per_s": args.overload_rate,
         },
         "servers": {},
     }
@@ -268,6 +335,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {name}: scale first-token p99 {scale['first_token_ms']['p99']} ms, "
                     f"gap p99 {scale['gap_ms']['p99']} ms, errors {scale['error_count']}",
+                    flush=True,
+                )
+            if full and not args.no_capacity:
+                hint = results["servers"][name]["scale"].get("streams_per_core_estimate") or 100
+                # A step that stops early hangs up on its streams: their runs should end then.
+                quick_cancel = {**env, "CHAT_DETACHED_GRACE_S": "0"}
+                with Server(
+                    name, app, env=quick_cancel, log_dir=log_dir, ready_path=ready
+                ) as server:
+                    found = await measure_capacity(name, server, args, hint)
+                results["servers"][name]["capacity"] = found
+                print(f"  {name}: capacity {found['capacity']} streams", flush=True)
+            if name == "service" and not args.no_capacity:
+                shed_app, shed_env, shed_ready = specs["service_shedding"]
+                with Server(
+                    "service_shedding",
+                    shed_app,
+                    env=shed_env,
+                    log_dir=log_dir,
+                    ready_path=shed_ready,
+                ) as server:
+                    shed = await measure_overload(server, args)
+                results["servers"][name]["overload"] = shed
+                print(
+                    f"  {name}: overload admitted {shed['admitted']} "
+                    f"(first-token p99 {shed['admitted_first_token_ms']['p99']} ms, "
+                    f"gap p99 {shed['admitted_gap_ms']['p99']} ms, "
+                    f"broken {shed['broken_admitted']}), refused {shed['refused_503']} "
+                    f"(p99 {shed['refusal_ms']['p99']} ms)",
                     flush=True,
                 )
         if not args.no_variants and "service" in names and args.metrics_rounds > 0:

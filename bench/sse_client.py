@@ -83,23 +83,32 @@ class Target:
 
 @dataclass
 class StreamResult:
-    """What one stream did; times in seconds from sending the request."""
+    """What one stream did; times in seconds from sending the request (``started_at``, on the
+    ``perf_counter`` clock); ``status`` is the HTTP status, 0 before the head arrived."""
 
     first_token_s: float | None = None
     gaps_s: list[float] = field(default_factory=list)
     events: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    started_at: float = 0.0
+    status: int = 0
 
 
 class _StreamProtocol(asyncio.Protocol):
     """Sends the request, then times token events as the body arrives."""
 
-    def __init__(self, target: Target, request: bytes, done: asyncio.Future[StreamResult]):
+    def __init__(
+        self,
+        target: Target,
+        request: bytes,
+        done: asyncio.Future[StreamResult],
+        result: StreamResult | None = None,
+    ):
         self._target = target
         self._request = request
         self._done = done
-        self._result = StreamResult()
+        self._result = result if result is not None else StreamResult()
         self._head = b""
         self._in_body = False
         self._carry = b""
@@ -110,7 +119,7 @@ class _StreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._sent_at = time.perf_counter()
+        self._sent_at = self._result.started_at = time.perf_counter()
         transport.write(self._request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -123,6 +132,7 @@ class _StreamProtocol(asyncio.Protocol):
             status = self._head[9:12]
             data = self._head[end + 4 :]
             self._in_body = True
+            self._result.status = int(status) if status.isdigit() else -1
             if status != b"200":
                 self._finish(f"status_{status.decode(errors='replace')}")
                 return
@@ -159,19 +169,33 @@ class _StreamProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def run_stream(target: Target, timeout_s: float = 60.0) -> StreamResult:
-    """One request, read to its terminal event."""
+async def run_stream(
+    target: Target, timeout_s: float = 60.0, live: list[StreamResult] | None = None
+) -> StreamResult:
+    """One request, read to its terminal event; cancelling it closes the connection.
+
+    With ``live``, the result is appended there at once and filled in as the stream goes, so a
+    watcher can judge a load before it ends.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[StreamResult] = loop.create_future()
-    protocol = _StreamProtocol(target, target.request(), done)
+    result = StreamResult()
+    if live is not None:
+        live.append(result)
+    protocol = _StreamProtocol(target, target.request(), done, result)
     started = loop.time()
     try:
         await loop.create_connection(lambda: protocol, target.host, target.port)
     except OSError as exc:
-        return StreamResult(error=f"connect_{type(exc).__name__}", duration_s=loop.time() - started)
+        result.error = f"connect_{type(exc).__name__}"
+        result.duration_s = loop.time() - started
+        return result
     timer = loop.call_later(timeout_s, protocol.abort, "timeout")
     try:
         return await done
+    except asyncio.CancelledError:
+        protocol.abort("aborted")
+        raise
     finally:
         timer.cancel()
 
@@ -225,11 +249,13 @@ class _OpenCounter:
         self.open = 0
         self.peak = 0
 
-    async def run(self, target: Target, timeout_s: float) -> StreamResult:
+    async def run(
+        self, target: Target, timeout_s: float, live: list[StreamResult] | None = None
+    ) -> StreamResult:
         self.open += 1
         self.peak = max(self.peak, self.open)
         try:
-            return await run_stream(target, timeout_s)
+            return await run_stream(target, timeout_s, live)
         finally:
             self.open -= 1
 
@@ -253,19 +279,32 @@ async def closed_loop(
 
 
 async def open_loop(
-    target: Target, streams: int, rate_per_s: float, timeout_s: float = 60.0
+    target: Target,
+    streams: int,
+    rate_per_s: float,
+    timeout_s: float = 60.0,
+    live: list[StreamResult] | None = None,
 ) -> LoadResult:
-    """``streams`` streams started ``1/rate_per_s`` apart, whatever the server's pace."""
+    """``streams`` streams started ``1/rate_per_s`` apart, whatever the server's pace.
+
+    Cancelling it closes every connection it opened (see ``run_stream``).
+    """
     loop = asyncio.get_running_loop()
     counter = _OpenCounter()
     started = loop.time()
     tasks = []
-    for i in range(streams):
-        delay = started + i / rate_per_s - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(counter.run(target, timeout_s)))
-    results = list(await asyncio.gather(*tasks))
+    try:
+        for i in range(streams):
+            delay = started + i / rate_per_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(counter.run(target, timeout_s, live)))
+        results = list(await asyncio.gather(*tasks))
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return LoadResult(results, loop.time() - started, counter.peak)
 
 

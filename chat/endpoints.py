@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 _json: Final = msgspec.json.Encoder()
 _JSON_TYPE: Final = "application/json"
+_RETRY_SOON: Final = {"Retry-After": "1"}
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -142,11 +143,16 @@ def declared_length(request: Request) -> int | None:
     return int(raw)
 
 
-async def read_body_limited(request: Request, limit: int) -> bytes:
-    """Read the body but stop at ``limit`` bytes: a chunked or lying upload is cut off there."""
+def refuse_declared_oversize(request: Request, limit: int) -> None:
+    """413 at once when Content-Length already says the body is over ``limit``."""
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise ChatError("payload_too_large", headers={"Connection": "close"})
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    """Read the body but stop at ``limit`` bytes: a chunked or lying upload is cut off there."""
+    refuse_declared_oversize(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -248,6 +254,12 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         raise ChatError("unauthorized", headers={"WWW-Authenticate": "Bearer"})
     if not is_json_content_type(request.headers.get("content-type")):
         raise ChatError("unsupported_media_type")
+    refuse_declared_oversize(request, settings.max_body_bytes)
+    if state.slots.full and not state.drainer.draining:
+        # Shed before reading or decoding the body, so a refusal costs next to nothing while
+        # the loop is behind; the header checks above still win (401, 415, 413). A draining
+        # server says shutting_down, below, as before.
+        raise ChatError("overloaded", headers=_RETRY_SOON)
     body = await read_body_limited(request, settings.max_body_bytes)
     chat_request = decode_chat_request(body, max_message_chars=settings.max_message_chars)
     access = access_record(request)
@@ -265,8 +277,8 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         raise ChatError(
             "invalid_request", details=[{"path": exc.path, "message": exc.message}]
         ) from None
-    if not state.slots.try_acquire():
-        raise ChatError("overloaded", headers={"Retry-After": "1"})
+    if not state.slots.try_acquire():  # the check above, again: the body read let others in
+        raise ChatError("overloaded", headers=_RETRY_SOON)
     state.metrics.run_started()
 
     stats = RunStats()

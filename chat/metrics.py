@@ -145,6 +145,7 @@ class Metrics:
         )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._backend = "unknown"
+        self._limit = -1
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: ``labels()`` costs more than the update."""
@@ -158,6 +159,12 @@ class Metrics:
         """The app is up: its backend's name labels the stream metrics; its slot limit."""
         self._backend = backend
         self.streams_limit.set(limit)
+
+    def limit_changed(self, limit: int) -> None:
+        """The admission limit now (the adaptive limit moves it every window)."""
+        if limit != self._limit:
+            self._limit = limit
+            self.streams_limit.set(limit)
 
     def request_finished(
         self, scope: Scope, status: int | None, record: Mapping[str, object]
@@ -214,6 +221,9 @@ class NoMetrics:
     enabled: Final = False
 
     def started(self, *, backend: str, limit: int) -> None:
+        """Nothing to record."""
+
+    def limit_changed(self, limit: int) -> None:
         """Nothing to record."""
 
     def rejected(self, code: str) -> None:

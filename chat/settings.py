@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 65536
     max_message_chars: int = 32000
     max_concurrent_streams: int = 0  # 0: sized for the machine, see effective_max_streams()
+    adaptive_limit: bool = True  # shed load by event-loop lag, under max_concurrent_streams
+    adaptive_target_lag_ms: float = 5.0
+    adaptive_min_streams: int = 4
     ping_interval_s: float = 15.0
     first_token_timeout_s: float = 30.0
     idle_timeout_s: float = 30.0
@@ -95,7 +98,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return "fake"
 
     def effective_max_streams(self) -> int:
-        """Streams at once before 503; by default generous per core, as streams are mostly idle."""
+        """The hard cap on streams at once; by default generous per core, as streams are mostly
+        idle (the adaptive limit finds the real figure under it)."""
         if self.max_concurrent_streams > 0:
             return self.max_concurrent_streams
         return 1000 * (os.cpu_count() or 1)
@@ -202,6 +206,9 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_MAX_BODY_BYTES": ("max_body_bytes", _int_range(64, 64 * 1024 * 1024)),
     "CHAT_MAX_MESSAGE_CHARS": ("max_message_chars", _int_range(1, 10_000_000)),
     "CHAT_MAX_CONCURRENT_STREAMS": ("max_concurrent_streams", _int_range(1, 1_000_000)),
+    "CHAT_ADAPTIVE_LIMIT": ("adaptive_limit", _parse_bool),
+    "CHAT_ADAPTIVE_TARGET_LAG_MS": ("adaptive_target_lag_ms", _float_range(0.1, 10_000)),
+    "CHAT_ADAPTIVE_MIN_STREAMS": ("adaptive_min_streams", _int_range(1, 1_000_000)),
     "CHAT_PING_INTERVAL_S": ("ping_interval_s", _float_range(0.1, 3600)),
     "CHAT_FIRST_TOKEN_TIMEOUT_S": ("first_token_timeout_s", _float_range(0.01, 3600)),
     "CHAT_IDLE_TIMEOUT_S": ("idle_timeout_s", _float_range(0.01, 3600)),

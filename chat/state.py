@@ -7,6 +7,7 @@ import dataclasses
 import anyio
 from agents import Agent, ModelSettings
 
+from chat.adaptive_limit import AdaptiveLimit, LimitPolicy
 from chat.admission import StreamSlots
 from chat.agent_pool import AgentPool
 from chat.backends import Backend
@@ -40,6 +41,15 @@ class AppState:
         if backend.max_in_flight is not None:
             limit = min(limit, backend.max_in_flight)
         self.slots = StreamSlots(limit)
+        # Steers slots.limit from the event loop's lag (the sampler runs in the app's lifespan).
+        self.adaptive_limit: AdaptiveLimit | None = None
+        if settings.adaptive_limit:
+            policy = LimitPolicy(
+                cap=limit,
+                floor=min(limit, settings.adaptive_min_streams),
+                target_lag_s=settings.adaptive_target_lag_ms / 1000,
+            )
+            self.adaptive_limit = AdaptiveLimit(self.slots, policy)
         self.drainer = Drainer(grace_s=settings.shutdown_grace_s)
         # Handed to every SSE response (sse-starlette sets it at shutdown); one per process
         # instead of an Event (and its waiter deque) per open stream.
