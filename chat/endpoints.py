@@ -13,10 +13,11 @@ import msgspec
 import structlog
 from agents import Agent
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
@@ -24,6 +25,7 @@ from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
 from chat.state import AppState
 from chat.streams import StreamRun
+from logging_config.dropped_readers import mark_reader_dropped
 
 log = structlog.get_logger(__name__)
 
@@ -270,7 +272,7 @@ async def _chat(request: Request, request_id: str) -> Response:
             return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
         return _json_reply(reply, request_id, headers)
-    return _event_stream(_reporting(frames, run.stats, access), state, headers)
+    return _event_stream(_reporting(frames, run.stats, access), state, headers, access)
 
 
 async def _read_unless_disconnected(frames: AsyncIterator[bytes], receive: Receive) -> bool:
@@ -352,7 +354,9 @@ async def read_stream(request: Request) -> Response:
         access["outcome"] = "complete"
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
     frames = state.streams.follow(stream_id, after)
-    return _event_stream(_reading(frames, access), state, {}, retry_ms=state.settings.sse_retry_ms)
+    return _event_stream(
+        _reading(frames, access), state, {}, access, retry_ms=state.settings.sse_retry_ms
+    )
 
 
 async def cancel_stream(request: Request) -> Response:
@@ -382,12 +386,22 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 
 class _EventSourceResponse(EventSourceResponse):
-    """sse-starlette's response, without a cancel scope around every send when it has no timeout.
+    """sse-starlette's response, plus what happens when a reader stops reading.
 
-    ``_send_with_timeout`` wraps each event in ``anyio.move_on_after(send_timeout)`` even when
-    that is ``None`` (no timeout): ~4 us of CPU per event here, for a scope that never fires,
-    so skipping it changes no behaviour. With a send timeout the library's own path runs.
+    With ``send_timeout`` set (``CHAT_SEND_TIMEOUT_S``), a send still blocked after that long
+    (the reader's socket is full) makes sse-starlette close the body, so the reader detaches
+    (the run follows the detached-grace rule), and raise ``SendTimeoutError``. That is the
+    reader's doing, not a server error: it is logged as ``stream_send_timeout`` and the app
+    returns, so uvicorn closes the connection (the body cannot be finished on a full socket).
+
+    With no send timeout, ``_send_with_timeout`` would still wrap each event in
+    ``anyio.move_on_after(None)``: ~4 us of CPU per event here, for a scope that never fires,
+    so that case sends directly. With a send timeout the library's own path runs.
     """
+
+    def __init__(self, *args: Any, access: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._access = access
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if self.send_timeout is None:
@@ -395,21 +409,37 @@ class _EventSourceResponse(EventSourceResponse):
         else:
             await super()._send_with_timeout(send, message)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self._access["outcome"] = "send_timeout"
+            mark_reader_dropped()
+            log.info(
+                "stream_send_timeout",
+                stream_id=self._access.get("stream_id"),
+                send_timeout_s=self.send_timeout,
+            )
+
 
 def _event_stream(
     body: AsyncIterator[bytes],
     state: AppState,
     headers: dict[str, str],
+    access: dict[str, Any],
     *,
     retry_ms: int | None = None,
 ) -> EventSourceResponse:
     settings = state.settings
     response = _EventSourceResponse(
         _with_retry(body, retry_ms) if retry_ms is not None else body,
+        access=access,
         ping=settings.ping_interval_s,
         sep="\n",
         ping_message_factory=_ping,
         headers={"Cache-Control": "no-store", **headers},
+        # A reader that reads nothing this long is let go (0: never).
+        send_timeout=settings.send_timeout_s or None,
         # sse-starlette cancels streams on shutdown unless told to wait; our drainer ends them
         # first with a farewell event, so give it the grace period plus time to send it. The
         # event is only a flag the library sets (our drainer acts on its own): one for all.

@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     total_timeout_s: float = 300.0
     shutdown_grace_s: float = 5.0
     detached_grace_s: float = 10.0
+    send_timeout_s: float = 30.0  # 0: a reader may stall for ever
     stream_ttl_s: float = 300.0
     stream_max_finished: int = 10_000
     sse_retry_ms: int = 1000
@@ -206,6 +207,7 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_TOTAL_TIMEOUT_S": ("total_timeout_s", _float_range(0.01, 86400)),
     "CHAT_SHUTDOWN_GRACE_S": ("shutdown_grace_s", _float_range(0, 3600)),
     "CHAT_DETACHED_GRACE_S": ("detached_grace_s", _float_range(0, 3600)),
+    "CHAT_SEND_TIMEOUT_S": ("send_timeout_s", _float_range(0, 3600)),
     "CHAT_STREAM_TTL_S": ("stream_ttl_s", _float_range(1, 86400)),
     "CHAT_STREAM_MAX_FINISHED": ("stream_max_finished", _int_range(0, 10_000_000)),
     "CHAT_SSE_RETRY_MS": ("sse_retry_ms", _int_range(0, 600_000)),
