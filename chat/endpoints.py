@@ -24,6 +24,7 @@ from chat.events import ChatEvent, Delta, Done, Error, encode_retry
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
 from chat.state import AppState
+from chat.stream_store import StoreUnavailable
 from chat.streams import StreamRun
 from logging_config.dropped_readers import mark_reader_dropped
 
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 _json: Final = msgspec.json.Encoder()
 _JSON_TYPE: Final = "application/json"
+# Seconds a client is asked to wait while the stream store is away (the health probe's period).
+_STORE_RETRY_AFTER: Final = "1"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -65,6 +68,13 @@ def error_response(
         status_code=status or spec_for(code).status,
         media_type=_JSON_TYPE,
         headers=headers,
+    )
+
+
+def store_unavailable_response(request_id: str) -> Response:
+    """503 ``store_unavailable``: Redis cannot be reached; it heals by itself."""
+    return error_response(
+        "store_unavailable", request_id, headers={"Retry-After": _STORE_RETRY_AFTER}
     )
 
 
@@ -166,6 +176,8 @@ async def readyz(request: Request) -> Response:
         return error_response("shutting_down", request_id_of(request))
     if not state.backend.ready:
         return error_response("not_ready", request_id_of(request))
+    if not state.streams.store.available:
+        return store_unavailable_response(request_id_of(request))
     body = {"status": "ready", "backend": state.backend.name, "open_streams": state.slots.in_use}
     return Response(_json.encode(body), media_type=_JSON_TYPE)
 
@@ -191,6 +203,9 @@ async def _guarded(
         return error_response(
             exc.code, request_id, message=exc.message, details=exc.details, headers=exc.headers
         )
+    except StoreUnavailable:
+        access_record(request)["outcome"] = "store_unavailable"
+        return store_unavailable_response(request_id)
     except ClientDisconnect:
         access_record(request)["outcome"] = "client_disconnected"
         return Response(status_code=400)
@@ -225,6 +240,8 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         raise ChatError("shutting_down", headers={"Retry-After": "5"})
     if not state.backend.ready:
         raise ChatError("not_ready", headers={"Retry-After": "5"})
+    if not state.streams.store.available:
+        raise StoreUnavailable("known to be away")
     await state.backend.check_input(settings.instructions, chat_request.message)
     if not state.slots.try_acquire():
         raise ChatError("overloaded", headers={"Retry-After": "1"})
@@ -262,7 +279,7 @@ async def _chat(request: Request, request_id: str) -> Response:
     reply = Reply() if json_mode else None
     run = await _start_run(request, request_id, reply=reply)
     headers = {"X-Stream-ID": run.stream_id}
-    frames = state.streams.follow(run.stream_id, 0)
+    frames = state.streams.follow(run.stream_id, 0, request_id=request_id)
     access = access_record(request)
     if reply is not None:
         if not await _read_unless_disconnected(frames, request.receive):
@@ -271,6 +288,13 @@ async def _chat(request: Request, request_id: str) -> Response:
             _record_run(access, run.stats, delivered=False)
             return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
+        if reply.terminal is None and run.store_lost:
+            access["outcome"] = "store_unavailable"
+            return error_response(
+                "store_unavailable",
+                request_id,
+                headers={**headers, "Retry-After": _STORE_RETRY_AFTER},
+            )
         return _json_reply(reply, request_id, headers)
     return _event_stream(_reporting(frames, run.stats, access), state, headers, access)
 
@@ -321,9 +345,13 @@ async def _create_stream(request: Request, request_id: str) -> Response:
 
 async def stream_resource(request: Request) -> Response:
     """``/chat/streams/{id}``: GET reads it, DELETE cancels it."""
-    if request.method == "DELETE":
-        return await cancel_stream(request)
-    return await read_stream(request)
+    try:
+        if request.method == "DELETE":
+            return await cancel_stream(request)
+        return await read_stream(request)
+    except StoreUnavailable:
+        access_record(request)["outcome"] = "store_unavailable"
+        return store_unavailable_response(request_id_of(request))
 
 
 async def read_stream(request: Request) -> Response:
@@ -344,6 +372,8 @@ async def read_stream(request: Request) -> Response:
             details=[{"path": "Last-Event-ID", "message": "expected a non-negative integer"}],
             status=400,
         )
+    if not state.streams.store.available:
+        raise StoreUnavailable("known to be away")
     info = await state.streams.store.info(stream_id)
     if info is None:
         access["outcome"] = "not_found"
@@ -353,7 +383,7 @@ async def read_stream(request: Request) -> Response:
         # The client has every event: 204 is what stops EventSource from reconnecting.
         access["outcome"] = "complete"
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
-    frames = state.streams.follow(stream_id, after)
+    frames = state.streams.follow(stream_id, after, request_id=request_id)
     return _event_stream(
         _reading(frames, access), state, {}, access, retry_ms=state.settings.sse_retry_ms
     )

@@ -42,7 +42,10 @@ class AppState:
         # instead of an Event (and its waiter deque) per open stream.
         self.sse_shutdown = anyio.Event()
         self.streams = StreamManager(
-            store, grace_s=settings.detached_grace_s, shared_store=shared_store
+            store,
+            grace_s=settings.detached_grace_s,
+            shared_store=shared_store,
+            lease_s=settings.stream_lease_s,
         )
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
