@@ -60,7 +60,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate-limited", type=float, default=0.10, help="share answered 429")
     parser.add_argument("--dropped", type=float, default=0.01, help="share dropped mid-stream")
     parser.add_argument("--sample-s", type=float, default=10.0, help="sampling period")
-    parser.add_argument("--settle-s", type=float, default=30.0, help="wait for tasks to settle")
+    parser.add_argument(
+        "--settle-s", type=float, default=60.0, help="wait for tasks and fds to settle"
+    )
+    parser.add_argument(
+        "--stream-ttl-s",
+        type=float,
+        default=60.0,
+        help="CHAT_STREAM_TTL_S: finished logs kept in memory; shorter than the default 300 s so "
+        "the retained set reaches its steady state early and the RSS slope measures leaks",
+    )
     parser.add_argument("--max-slope", type=float, default=1.0, help="RSS MiB/min, last half")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--plot", type=Path, default=PLOT_PATH)
@@ -107,9 +116,10 @@ class SoakServer(Process):
         self._sock.close()
 
 
-def service_env(upstream_url: str) -> dict[str, str]:
+def service_env(upstream_url: str, stream_ttl_s: float = 300.0) -> dict[str, str]:
     """The service as deployed on an OpenAI-compatible provider, warnings only in its log."""
     return {
+        "CHAT_STREAM_TTL_S": str(stream_ttl_s),
         "CHAT_BACKEND": "openai",
         "OPENAI_BASE_URL": upstream_url,
         "OPENAI_API_KEY": "sk-soak",
@@ -368,16 +378,27 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
     return round(cov / var * 60, 3)
 
 
-async def settled_tasks(server: SoakServer, baseline: int, limit_s: float) -> int | None:
-    """The task count once back at ``baseline``, or the last one seen after ``limit_s``."""
+# Open fds may exceed the baseline by this much after the load (a pooled upstream connection).
+FD_SLACK: Final = 4
+
+
+async def settle(
+    server: SoakServer, tasks: int, fds: int, limit_s: float
+) -> tuple[int | None, int]:
+    """Task and fd counts once back at their baselines, or the last seen after ``limit_s``.
+
+    Idle keep-alive connections to the upstream stay pooled for a while after the load, so the
+    fds come back later than the tasks.
+    """
     deadline = time.monotonic() + limit_s
-    count = server.tasks()
+    count, open_fds = server.tasks(), server.fds()
     for _ in range(int(limit_s / 0.5) + 1):  # bounded in count and time
-        if (count is not None and count <= baseline) or time.monotonic() > deadline:
+        settled = count is not None and count <= tasks and open_fds <= fds + FD_SLACK
+        if settled or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-        count = server.tasks()
-    return count
+        count, open_fds = server.tasks(), server.fds()
+    return count, open_fds
 
 
 def plot(samples: list[Sample], load_s: float, path: Path) -> None:
@@ -411,7 +432,7 @@ def plot(samples: list[Sample], load_s: float, path: Path) -> None:
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with FakeUpstream(tokens=args.tokens, delay_ms=args.delay_ms, max_records=1000) as upstream:
-        server = SoakServer(service_env(upstream.base_url), ARTIFACTS)
+        server = SoakServer(service_env(upstream.base_url, args.stream_ttl_s), ARTIFACTS)
         try:
             return await drive(args, server, upstream)
         finally:
@@ -433,7 +454,8 @@ async def drive(args: argparse.Namespace, server: SoakServer, upstream: FakeUpst
     warm.args = argparse.Namespace(**{**vars(args), "rate_limited": 0.0, "dropped": 0.0})
     await asyncio.gather(*(warm.chat_once() for _ in range(20)), warm.eventsource_once())
     await asyncio.sleep(2.0)
-    baseline_tasks = await settled_tasks(server, 0, 1.0) or 0
+    baseline_tasks, baseline_fds = await settle(server, 0, 0, 1.0)
+    baseline_tasks = baseline_tasks or 0
     upstream.reset()
     started = time.monotonic()
     samples: list[Sample] = []
@@ -446,7 +468,7 @@ async def drive(args: argparse.Namespace, server: SoakServer, upstream: FakeUpst
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
     load_ended = time.monotonic() - started
-    final_tasks = await settled_tasks(server, baseline_tasks, args.settle_s)
+    final_tasks, final_fds = await settle(server, baseline_tasks, baseline_fds, args.settle_s)
     samples.append(await sample(server, load, started))
     attempts = upstream.request_count
     tally = load.tally
@@ -455,6 +477,7 @@ async def drive(args: argparse.Namespace, server: SoakServer, upstream: FakeUpst
     checks = {
         "rss_slope_ok": slope is not None and slope <= args.max_slope,
         "tasks_back_at_baseline": final_tasks is not None and final_tasks <= baseline_tasks,
+        "fds_back_at_baseline": final_fds <= baseline_fds + FD_SLACK,
         "one_terminal_event_each": not tally.violations and tally.streams > 0,
         "attempts_at_most_3x_streams": attempts <= 3 * tally.streams,
     }
@@ -462,6 +485,7 @@ async def drive(args: argparse.Namespace, server: SoakServer, upstream: FakeUpst
         "minutes": args.minutes,
         "concurrency": args.concurrency,
         "readers": args.readers,
+        "stream_ttl_s": args.stream_ttl_s,
         "streams": tally.streams,
         "streams_per_s": round(tally.streams / load_ended, 1) if load_ended else None,
         "outcomes": dict(tally.outcomes),
@@ -477,9 +501,9 @@ async def drive(args: argparse.Namespace, server: SoakServer, upstream: FakeUpst
             "slope_last_half_mib_per_min": slope,
         },
         "fds": {
-            "start": samples[0].fds,
+            "baseline": baseline_fds,
             "peak": max(s.fds for s in samples),
-            "end": samples[-1].fds,
+            "after": final_fds,
         },
         "tasks": {
             "baseline": baseline_tasks,
