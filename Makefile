@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format lock bench clean system-deps
+.PHONY: run test lint format lock bench soak clean system-deps
 
 system-deps: ## Debian packages: compiler + cmake (llama.cpp), redis-server, chromium
 	bash scripts/install-system-deps.sh
@@ -43,6 +43,9 @@ bench: $(VENV)/.installed ## service vs naive vs bare ASGI: one table and docs/b
 	@command -v hey >/dev/null && command -v wrk >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends hey wrk >/dev/null; }
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: $(VENV)/.installed ## 10 min under 429s, drops and reconnects: leak checks, docs/soak.png
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts

@@ -86,6 +86,8 @@ def create_app(
             tasks.append(
                 asyncio.create_task(state.streams.watch_remote_cancels(), name="remote-cancels")
             )
+            tasks.append(asyncio.create_task(state.streams.renew_leases(), name="stream-leases"))
+            tasks.append(asyncio.create_task(store.watch_health(), name="store-health"))
         # Drain on SIGTERM before uvicorn closes its socket, so /readyz can still say 503.
         restore_sigterm = state.drainer.defer_sigterm()
         log.info(
@@ -187,6 +189,7 @@ async def open_stream_store(settings: Settings) -> tuple[StreamStore, bool]:
         store = await RedisStreamStore.connect(
             settings.redis_url,
             ttl_s=settings.stream_ttl_s,
+            lease_s=settings.stream_lease_s,
         )
         return store, True
     return (

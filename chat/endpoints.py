@@ -14,10 +14,11 @@ import msgspec
 import structlog
 from agents import Agent
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chat.bodies import ChatReply, ErrorBody, ErrorDetail, ErrorInfo, Health, Ready, StreamCreated
 from chat.errors import ChatError, spec_for
@@ -28,13 +29,17 @@ from chat.openapi import document_bytes
 from chat.requests import decode_chat_request
 from chat.runner import RunControl, RunStats, stream_chat
 from chat.state import AppState
+from chat.stream_store import StoreUnavailable
 from chat.streams import StreamRun
+from logging_config.dropped_readers import mark_reader_dropped
 
 log = structlog.get_logger(__name__)
 
 _json: Final = msgspec.json.Encoder()
 _JSON_TYPE: Final = "application/json"
 _RETRY_SOON: Final = {"Retry-After": "1"}
+# Seconds a client is asked to wait while the stream store is away (the health probe's period).
+_STORE_RETRY_AFTER: Final = "1"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -72,6 +77,13 @@ def error_response(
         status_code=status or spec_for(code).status,
         media_type=_JSON_TYPE,
         headers=headers,
+    )
+
+
+def store_unavailable_response(request_id: str) -> Response:
+    """503 ``store_unavailable``: Redis cannot be reached; it heals by itself."""
+    return error_response(
+        "store_unavailable", request_id, headers={"Retry-After": _STORE_RETRY_AFTER}
     )
 
 
@@ -181,6 +193,8 @@ async def readyz(request: Request) -> Response:
         return error_response("shutting_down", request_id_of(request))
     if not state.backend.ready:
         return error_response("not_ready", request_id_of(request))
+    if not state.streams.store.available:
+        return store_unavailable_response(request_id_of(request))
     body = Ready(backend=state.backend.name, open_streams=state.slots.in_use)
     return Response(_json.encode(body), media_type=_JSON_TYPE)
 
@@ -231,6 +245,9 @@ async def _guarded(
         return error_response(
             exc.code, request_id, message=exc.message, details=exc.details, headers=exc.headers
         )
+    except StoreUnavailable:
+        access_record(request)["outcome"] = "store_unavailable"
+        return store_unavailable_response(request_id)
     except ClientDisconnect:
         access_record(request)["outcome"] = "client_disconnected"
         return Response(status_code=400)
@@ -271,6 +288,8 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         raise ChatError("shutting_down", headers={"Retry-After": "5"})
     if not state.backend.ready:
         raise ChatError("not_ready", headers={"Retry-After": "5"})
+    if not state.streams.store.available:
+        raise StoreUnavailable("known to be away")
     try:
         await state.backend.check_input(settings.instructions, chat_request.message)
     except InputTooLongError as exc:
@@ -315,7 +334,7 @@ async def _chat(request: Request, request_id: str) -> Response:
     reply = Reply() if json_mode else None
     run = await _start_run(request, request_id, reply=reply)
     headers = {"X-Stream-ID": run.stream_id}
-    frames = state.streams.follow(run.stream_id, 0)
+    frames = state.streams.follow(run.stream_id, 0, request_id=request_id)
     access = access_record(request)
     if reply is not None:
         if not await _read_unless_disconnected(frames, request.receive):
@@ -324,8 +343,15 @@ async def _chat(request: Request, request_id: str) -> Response:
             _record_run(access, run.stats, delivered=False)
             return Response(status_code=400)  # never seen: the client is gone
         _record_run(access, run.stats, delivered=True)
+        if reply.terminal is None and run.store_lost:
+            access["outcome"] = "store_unavailable"
+            return error_response(
+                "store_unavailable",
+                request_id,
+                headers={**headers, "Retry-After": _STORE_RETRY_AFTER},
+            )
         return _json_reply(reply, request_id, headers, retry_after=run.stats.retry_after)
-    return _event_stream(_reporting(frames, run.stats, access), state, headers)
+    return _event_stream(_reporting(frames, run.stats, access), state, headers, access)
 
 
 async def _read_unless_disconnected(frames: AsyncIterator[bytes], receive: Receive) -> bool:
@@ -374,9 +400,13 @@ async def _create_stream(request: Request, request_id: str) -> Response:
 
 async def stream_resource(request: Request) -> Response:
     """``/chat/streams/{id}``: GET reads it, DELETE cancels it."""
-    if request.method == "DELETE":
-        return await cancel_stream(request)
-    return await read_stream(request)
+    try:
+        if request.method == "DELETE":
+            return await cancel_stream(request)
+        return await read_stream(request)
+    except StoreUnavailable:
+        access_record(request)["outcome"] = "store_unavailable"
+        return store_unavailable_response(request_id_of(request))
 
 
 async def read_stream(request: Request) -> Response:
@@ -398,6 +428,8 @@ async def read_stream(request: Request) -> Response:
             details=[{"path": "Last-Event-ID", "message": "expected a non-negative integer"}],
             status=400,
         )
+    if not state.streams.store.available:
+        raise StoreUnavailable("known to be away")
     info = await state.streams.store.info(stream_id)
     if info is None:
         access["outcome"] = "not_found"
@@ -407,8 +439,10 @@ async def read_stream(request: Request) -> Response:
         # The client has every event: 204 is what stops EventSource from reconnecting.
         access["outcome"] = "complete"
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
-    frames = state.streams.follow(stream_id, after)
-    return _event_stream(_reading(frames, access), state, {}, retry_ms=state.settings.sse_retry_ms)
+    frames = state.streams.follow(stream_id, after, request_id=request_id)
+    return _event_stream(
+        _reading(frames, access), state, {}, access, retry_ms=state.settings.sse_retry_ms
+    )
 
 
 async def cancel_stream(request: Request) -> Response:
@@ -438,12 +472,22 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 
 class _EventSourceResponse(EventSourceResponse):
-    """sse-starlette's response, without a cancel scope around every send when it has no timeout.
+    """sse-starlette's response, plus what happens when a reader stops reading.
 
-    ``_send_with_timeout`` wraps each event in ``anyio.move_on_after(send_timeout)`` even when
-    that is ``None`` (no timeout): ~4 us of CPU per event here, for a scope that never fires,
-    so skipping it changes no behaviour. With a send timeout the library's own path runs.
+    With ``send_timeout`` set (``CHAT_SEND_TIMEOUT_S``), a send still blocked after that long
+    (the reader's socket is full) makes sse-starlette close the body, so the reader detaches
+    (the run follows the detached-grace rule), and raise ``SendTimeoutError``. That is the
+    reader's doing, not a server error: it is logged as ``stream_send_timeout`` and the app
+    returns, so uvicorn closes the connection (the body cannot be finished on a full socket).
+
+    With no send timeout, ``_send_with_timeout`` would still wrap each event in
+    ``anyio.move_on_after(None)``: ~4 us of CPU per event here, for a scope that never fires,
+    so that case sends directly. With a send timeout the library's own path runs.
     """
+
+    def __init__(self, *args: Any, access: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._access = access
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if self.send_timeout is None:
@@ -451,21 +495,37 @@ class _EventSourceResponse(EventSourceResponse):
         else:
             await super()._send_with_timeout(send, message)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self._access["outcome"] = "send_timeout"
+            mark_reader_dropped()
+            log.info(
+                "stream_send_timeout",
+                stream_id=self._access.get("stream_id"),
+                send_timeout_s=self.send_timeout,
+            )
+
 
 def _event_stream(
     body: AsyncIterator[bytes],
     state: AppState,
     headers: dict[str, str],
+    access: dict[str, Any],
     *,
     retry_ms: int | None = None,
 ) -> EventSourceResponse:
     settings = state.settings
     response = _EventSourceResponse(
         _with_retry(body, retry_ms) if retry_ms is not None else body,
+        access=access,
         ping=settings.ping_interval_s,
         sep="\n",
         ping_message_factory=_ping,
         headers={"Cache-Control": "no-store", **headers},
+        # A reader that reads nothing this long is let go (0: never).
+        send_timeout=settings.send_timeout_s or None,
         # sse-starlette cancels streams on shutdown unless told to wait; our drainer ends them
         # first with a farewell event, so give it the grace period plus time to send it. The
         # event is only a flag the library sets (our drainer acts on its own): one for all.

@@ -36,6 +36,7 @@ ERRORS: Final[dict[str, ErrorSpec]] = {
     "upstream_unavailable": ErrorSpec(503, "The model provider is unavailable.", True),
     "upstream_error": ErrorSpec(502, "The model provider returned an error.", True),
     "cancelled": ErrorSpec(409, "The stream was cancelled.", False),
+    "store_unavailable": ErrorSpec(503, "The stream store is unavailable; retry shortly.", True),
     "internal_error": ErrorSpec(500, "Internal server error.", True),
 }
 

@@ -54,8 +54,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     total_timeout_s: float = 300.0
     shutdown_grace_s: float = 5.0
     detached_grace_s: float = 10.0
+    send_timeout_s: float = 30.0  # 0: a reader may stall for ever
     stream_ttl_s: float = 300.0
     stream_max_finished: int = 10_000
+    stream_lease_s: float = 10.0
     sse_retry_ms: int = 1000
     redis_url: str | None = None
     log_level: LogLevel = "info"
@@ -215,8 +217,10 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_TOTAL_TIMEOUT_S": ("total_timeout_s", _float_range(0.01, 86400)),
     "CHAT_SHUTDOWN_GRACE_S": ("shutdown_grace_s", _float_range(0, 3600)),
     "CHAT_DETACHED_GRACE_S": ("detached_grace_s", _float_range(0, 3600)),
+    "CHAT_SEND_TIMEOUT_S": ("send_timeout_s", _float_range(0, 3600)),
     "CHAT_STREAM_TTL_S": ("stream_ttl_s", _float_range(1, 86400)),
     "CHAT_STREAM_MAX_FINISHED": ("stream_max_finished", _int_range(0, 10_000_000)),
+    "CHAT_STREAM_LEASE_S": ("stream_lease_s", _float_range(0.3, 3600)),
     "CHAT_SSE_RETRY_MS": ("sse_retry_ms", _int_range(0, 600_000)),
     "REDIS_URL": ("redis_url", _redis_url),
     "CHAT_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),

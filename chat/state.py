@@ -60,6 +60,7 @@ class AppState:
             shared_store=shared_store,
             contended=backend.contended,
             on_finish=self._run_finished,
+            lease_s=settings.stream_lease_s,
         )
         # A run nobody reads gives way at once to a request waiting for the model (one local
         # engine generates one answer at a time): see StreamManager.preempt_detached.

@@ -5,6 +5,10 @@ A frame is the full SSE bytes of one event; its id is its 1-based position in th
 must reach the worker running a stream from anywhere: how many readers are attached, and a
 request to cancel. ``MemoryStreamStore`` is the default; ``RedisStreamStore`` (Redis Streams)
 lets a reader resume on another worker or replica.
+
+A shared store can fail apart from this process: it can go away (``StoreUnavailable`` from any
+call, ``available`` false until it answers again), and the worker running a stream can die, which
+readers learn from the run's lease lapsing (``read``'s ``lapsed``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ class StreamNotFound(Exception):
     """No stream with that id (never created, or expired)."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached, or lost an open log: nothing more goes through it."""
+
+
+# Builds the terminal frame that ends a log whose run's worker died, given its event id.
+LapsedFrame = Callable[[int], bytes]
+
+
 class StreamInfo(msgspec.Struct, frozen=True):
     """What a reader needs to decide between 200, 204 and 404."""
 
@@ -30,19 +42,36 @@ class StreamInfo(msgspec.Struct, frozen=True):
 
 
 class StreamStore(Protocol):
-    """Storage of stream logs; every method is safe to call from any worker."""
+    """Storage of stream logs; every method is safe to call from any worker.
+
+    Any call may raise ``StoreUnavailable``.
+    """
+
+    @property
+    def available(self) -> bool:
+        """False from a failed call until the store answers again."""
 
     async def create(self, stream_id: str) -> None:
-        """Start an empty log."""
+        """Start an empty log (and, when shared, the lease of its run)."""
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> None:
-        """Add frames in order; ``finished`` marks the last one as the terminal event."""
+    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
+        """Add frames in order; ``finished`` marks the last one as the terminal event.
+
+        False when nothing could be added: the log is finished (perhaps by a reader that saw the
+        run's lease lapse) or gone. The run has nobody left to write for.
+        """
 
     async def info(self, stream_id: str) -> StreamInfo | None:
         """The log's length and whether it is finished; None when unknown or expired."""
 
-    def read(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
-        """Frames after id ``after``, batched, following the log until its terminal frame."""
+    def read(
+        self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None
+    ) -> AsyncIterator[bytes]:
+        """Frames after id ``after``, batched, following the log until its terminal frame.
+
+        With ``lapsed``, a reader that finds the run's lease lapsed ends the log with that frame
+        (only one terminal frame is ever written, whoever else tries).
+        """
 
     async def reader_joined(self, stream_id: str) -> None:
         """A reader attached (on any worker)."""
@@ -58,6 +87,12 @@ class StreamStore(Protocol):
 
     async def cancel_requested(self, stream_id: str) -> bool:
         """Whether someone asked to cancel the stream."""
+
+    async def renew_leases(self, stream_ids: list[str]) -> None:
+        """Tell readers everywhere that this process still runs these streams."""
+
+    async def watch_health(self) -> None:
+        """Probe the store for ever, keeping ``available`` current."""
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -93,7 +128,12 @@ class _Log:
 
 
 class MemoryStreamStore:
-    """Logs in this process: bounded in events per stream and in finished streams kept."""
+    """Logs in this process: bounded in events per stream and in finished streams kept.
+
+    It fails only with the process, which takes its runs and readers along: no health, no leases.
+    """
+
+    available = True
 
     def __init__(
         self,
@@ -139,10 +179,10 @@ class MemoryStreamStore:
         self._sweep()
         self._logs[stream_id] = _Log()
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> None:
+    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
         log = self._logs.get(stream_id)
         if log is None or log.finished:
-            return
+            return False
         log.frames.extend(frames)
         if finished:
             log.finished = True
@@ -150,6 +190,7 @@ class MemoryStreamStore:
             self._finished[stream_id] = None
             self._sweep()
         log.wake()
+        return True
 
     async def info(self, stream_id: str) -> StreamInfo | None:
         log = self._get(stream_id)
@@ -157,7 +198,9 @@ class MemoryStreamStore:
             return None
         return StreamInfo(last_id=len(log.frames), finished=log.finished)
 
-    async def read(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
+    async def read(
+        self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None
+    ) -> AsyncIterator[bytes]:
         log = self._get(stream_id)
         if log is None:
             raise StreamNotFound(stream_id)
@@ -195,6 +238,12 @@ class MemoryStreamStore:
     async def cancel_requested(self, stream_id: str) -> bool:
         log = self._logs.get(stream_id)
         return bool(log is not None and log.cancel)
+
+    async def renew_leases(self, stream_ids: list[str]) -> None:
+        return None
+
+    async def watch_health(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         for stream_id in list(self._logs):

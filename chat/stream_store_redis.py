@@ -1,21 +1,29 @@
 """Stream logs in Redis Streams, so a reader can resume on another worker or replica.
 
-Two keys per stream, with the id as hash tag so both sit in one Redis Cluster slot:
+Three keys per stream, with the id as hash tag so all sit in one Redis Cluster slot:
 
 - ``{prefix}{<id>}:log``, a Redis stream: frame i is entry ``0-i`` with field ``f`` (its SSE
   bytes); the terminal entry also carries ``t``. A run closed without a terminal event gets one
   extra entry with ``t`` alone, so blocked followers wake at once instead of at their next poll.
 - ``{prefix}{<id>}:meta``, a hash: ``last`` (frames written), ``finished``, ``readers``,
   ``cancel``.
+- ``{prefix}{<id>}:lease``, present while the worker running the stream is alive: it expires
+  ``2/3 * lease_s`` after its last renewal, and the worker renews it every ``lease_s / 3``. A
+  follower that finds it gone (looking every ``lease_s / 3`` at most) ends the log with a
+  terminal frame, so readers learn of a dead worker within ``lease_s``.
 
 Every write that depends on the current state is a Lua script: atomic, one round trip, and safe
 to retry, because redis-py retries a command whose reply was lost and a blind XADD would then
 store a frame twice.
+
+A failed or timed-out call raises ``StoreUnavailable`` and marks the store unavailable until a
+call (or the health probe's PING) succeeds again; the connection pool reconnects by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,11 +34,10 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from chat.settings import SettingsError
-from chat.stream_store import StreamInfo, StreamNotFound
+from chat.stream_store import LapsedFrame, StoreUnavailable, StreamInfo, StreamNotFound
 
 log = structlog.get_logger(__name__)
 
@@ -42,36 +49,50 @@ SAFETY_TTL_S: Final = 86_400.0
 BLOCK_S: Final = 5.0
 # Entries per XREAD: bounds one batch's memory for a reader that is far behind.
 READ_COUNT: Final = 512
+# Seconds between health probes (PING), whether the store is up or down.
+HEALTH_INTERVAL_S: Final = 1.0
 
-# KEYS: meta, log. ARGV: safety expiry in ms.
+# KEYS: meta, log, lease. ARGV: safety expiry in ms, lease in ms.
 _CREATE = """
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'last', 0, 'finished', 0, 'readers', 0, 'cancel', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: meta, log. ARGV: id of the first frame (0: the next free one), finished (0/1), ttl in ms,
-# frames... Ids up to ``last`` already landed (a retried call whose reply was lost): skip them.
+# KEYS: meta, log, lease. ARGV: id of the first frame (0: the next free one), finished (0/1),
+# ttl in ms, lapsed (0/1), frames... Ids up to ``last`` already landed (a retried call whose reply
+# was lost): skip them. Returns 1 when appended, 0 when the log is gone, -1 when it is finished.
+# lapsed=1 is a reader ending the log of a run whose worker died: it lands only while the lease
+# is gone and nothing was added since the reader looked (first == last + 1), else -2. A slow
+# worker that renews or appends first wins; once the log is finished nothing more is added, so
+# only one terminal frame is ever written.
 _APPEND = """
 local state = redis.call('HMGET', KEYS[1], 'last', 'finished')
-if not state[1] or state[2] == '1' then
+if not state[1] then
   return 0
+end
+if state[2] == '1' then
+  return -1
 end
 local last = tonumber(state[1])
 local first = tonumber(ARGV[1])
+if ARGV[4] == '1' and (first ~= last + 1 or redis.call('EXISTS', KEYS[3]) == 1) then
+  return -2
+end
 if first == 0 or first > last + 1 then
   first = last + 1
 end
 local finished = ARGV[2] == '1'
-local n = #ARGV - 3
+local n = #ARGV - 4
 for i = 1, n do
   local id = first + i - 1
   if id > last then
     if finished and i == n then
-      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[3 + i], 't', '1')
+      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[4 + i], 't', '1')
     else
-      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[3 + i])
+      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[4 + i])
     end
     last = id
   end
@@ -83,6 +104,7 @@ if finished then
   redis.call('HSET', KEYS[1], 'last', last, 'finished', 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('DEL', KEYS[3])
 elseif n > 0 then
   redis.call('HSET', KEYS[1], 'last', last)
   if redis.call('PTTL', KEYS[2]) == -1 then
@@ -93,6 +115,12 @@ elseif n > 0 then
   end
 end
 return 1
+"""
+
+# KEYS: meta, lease. What a follower whose XREAD timed out needs: {last, finished, leased}.
+_STATE = """
+local state = redis.call('HMGET', KEYS[1], 'last', 'finished')
+return {state[1], state[2], redis.call('EXISTS', KEYS[2])}
 """
 
 # KEYS: meta. Never creates the hash: a key without expiry would outlive every stream.
@@ -130,22 +158,29 @@ class RedisStreamStore:
         *,
         ttl_s: float = 300.0,
         key_prefix: str = "chat:stream:",
-        block_s: float = BLOCK_S,
+        block_s: float | None = None,
         timeout_s: float = 5.0,
+        lease_s: float = 10.0,
     ) -> None:
         self.ttl_s = ttl_s
         self.key_prefix = key_prefix
-        self.block_s = block_s
+        self.lease_s = lease_s
+        # A follower looks at the lease at least every lease_s / 3 (see the module docstring).
+        self.block_s = min(BLOCK_S, lease_s / 3) if block_s is None else block_s
+        self.available = True
         self._redis = redis
         self._pool = pool
         self._timeout_s = timeout_s
+        self._closed = False
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._safety_ms = round((ttl_s + SAFETY_TTL_S) * 1000)
+        self._lease_ms = max(1, round(lease_s * 2000 / 3))
         # Frames this process wrote per open stream: lets a retried append be recognised.
         self._written: dict[str, int] = {}
         self._releasing: set[asyncio.Future[None]] = set()
         self._create = redis.register_script(_CREATE)
         self._append = redis.register_script(_APPEND)
+        self._state = redis.register_script(_STATE)
         self._reader_joined = redis.register_script(_READER_JOINED)
         self._reader_left = redis.register_script(_READER_LEFT)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
@@ -159,7 +194,8 @@ class RedisStreamStore:
         key_prefix: str = "chat:stream:",
         max_connections: int | None = None,
         timeout_s: float = 5.0,
-        block_s: float = BLOCK_S,
+        block_s: float | None = None,
+        lease_s: float = 10.0,
     ) -> RedisStreamStore:
         """Open one pool and PING; an unusable URL raises ``SettingsError`` naming REDIS_URL."""
         try:
@@ -189,31 +225,44 @@ class RedisStreamStore:
             "stream_store_connected", store="redis", url=redact_url(url), key_prefix=key_prefix
         )
         return cls(
-            redis, pool, ttl_s=ttl_s, key_prefix=key_prefix, block_s=block_s, timeout_s=timeout_s
+            redis,
+            pool,
+            ttl_s=ttl_s,
+            key_prefix=key_prefix,
+            block_s=block_s,
+            timeout_s=timeout_s,
+            lease_s=lease_s,
         )
 
     def _keys(self, stream_id: str) -> tuple[str, str]:
         base = f"{self.key_prefix}{{{stream_id}}}"
         return f"{base}:meta", f"{base}:log"
 
+    def _lease_key(self, stream_id: str) -> str:
+        return f"{self.key_prefix}{{{stream_id}}}:lease"
+
     async def create(self, stream_id: str) -> None:
-        """Start an empty log that expires on its own if its run never finishes."""
-        await self._bounded(self._create(keys=self._keys(stream_id), args=[self._safety_ms]))
+        """Start an empty log that expires on its own if its run never finishes, and its lease."""
+        keys = [*self._keys(stream_id), self._lease_key(stream_id)]
+        await self._bounded(self._create(keys=keys, args=[self._safety_ms, self._lease_ms]))
         self._written[stream_id] = 0
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> None:
+    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
         """Add frames (and the end, when ``finished``) in one atomic round trip."""
         written = self._written.get(stream_id)
         # 0 asks the script to append at the end: a stream this process did not create.
         first = 0 if written is None else written + 1
-        args: list[Any] = [first, 1 if finished else 0, self._ttl_ms, *frames]
+        args: list[Any] = [first, 1 if finished else 0, self._ttl_ms, 0, *frames]
+        keys = [*self._keys(stream_id), self._lease_key(stream_id)]
         try:
-            await self._bounded(self._append(keys=self._keys(stream_id), args=args))
+            landed = await self._bounded(self._append(keys=keys, args=args))
         finally:
             if finished:
                 self._written.pop(stream_id, None)
         if written is not None and not finished:
             self._written[stream_id] = written + len(frames)
+        # -1 on a finishing append may be our own earlier try whose reply was lost: it landed.
+        return bool(landed == 1 or (finished and landed == -1 and written is not None))
 
     async def info(self, stream_id: str) -> StreamInfo | None:
         """The log's length and whether it is finished; None when unknown or expired."""
@@ -223,9 +272,16 @@ class RedisStreamStore:
             return None
         return StreamInfo(last_id=int(last), finished=finished == b"1")
 
-    async def read(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
-        """Frames after ``after``, batched, following the log with XREAD BLOCK until its end."""
+    async def read(
+        self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None
+    ) -> AsyncIterator[bytes]:
+        """Frames after ``after``, batched, following the log with XREAD BLOCK until its end.
+
+        An open log that vanishes while followed (Redis lost its data) raises
+        ``StoreUnavailable``: its readers must not take the silence for an end.
+        """
         meta, log_key = self._keys(stream_id)
+        lease = self._lease_key(stream_id)
         last, finished = await self._bounded(self._redis.hmget(meta, ["last", "finished"]))
         if last is None:
             raise StreamNotFound(stream_id)
@@ -255,19 +311,49 @@ class RedisStreamStore:
                 continue
             if not block:
                 return  # finished, and nothing after the cursor
-            state = await self._bounded(self._redis.hget(meta, "finished"))
-            if state is None:
-                return  # expired or deleted while we waited
-            # Finished between our XREAD and now: one more read, without blocking, gets the end.
-            block = state != b"1"
+            last, finished, leased = await self._bounded(self._state(keys=[meta, lease]))
+            if last is None:
+                raise StoreUnavailable("the stream log vanished while open")
+            if finished == b"1":
+                block = False  # finished between our XREAD and now: one more read gets the end
+            elif not leased and lapsed is not None:
+                block = not await self._end_lapsed(stream_id, int(last), lapsed)
+
+    async def _end_lapsed(self, stream_id: str, last: int, lapsed: LapsedFrame) -> bool:
+        """End the log of a run whose lease lapsed; True when it is finished now (by anyone)."""
+        keys = [*self._keys(stream_id), self._lease_key(stream_id)]
+        args: list[Any] = [last + 1, 1, self._ttl_ms, 1, lapsed(last + 1)]
+        landed = await self._bounded(self._append(keys=keys, args=args))
+        if landed == 0:
+            raise StoreUnavailable("the stream log vanished while open")
+        if landed == 1:
+            log.warning("stream_lease_lapsed", stream_id=stream_id, last_id=last)
+        return bool(landed in (1, -1))
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        """One command, retries included, within ``timeout_s``; a hung server raises."""
+        """One command, retries included, within ``timeout_s``; any failure is the store's."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await call
+                result = await call
         except TimeoutError:
-            raise RedisTimeoutError(f"Redis did not answer within {self._timeout_s}s") from None
+            self._mark_unavailable("timeout")
+            raise StoreUnavailable(f"Redis did not answer within {self._timeout_s}s") from None
+        except (RedisError, OSError) as exc:
+            self._mark_unavailable(type(exc).__name__)
+            raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from None
+        if not self.available:
+            self._mark_available()
+        return result
+
+    def _mark_unavailable(self, reason: str) -> None:
+        if self.available and not self._closed:
+            self.available = False
+            log.warning("stream_store_unavailable", store="redis", reason=reason)
+
+    def _mark_available(self) -> None:
+        if not self._closed:
+            self.available = True
+            log.info("stream_store_available", store="redis")
 
     async def _xread(self, key: str, cursor: int, *, block: bool) -> Any:
         """One XREAD on a connection of its own, discarded if the wait is cut short."""
@@ -285,7 +371,12 @@ class RedisStreamStore:
                 return await conn.read_response()
         except TimeoutError:
             await conn.disconnect(nowait=True)
-            raise RedisTimeoutError("XREAD did not answer in time") from None
+            self._mark_unavailable("timeout")
+            raise StoreUnavailable("XREAD did not answer in time") from None
+        except (RedisError, OSError) as exc:
+            await conn.disconnect(nowait=True)
+            self._mark_unavailable(type(exc).__name__)
+            raise StoreUnavailable(f"XREAD failed: {type(exc).__name__}") from None
         finally:
             # In a task of its own: a second cancel must not strand the connection in "in use".
             release = asyncio.ensure_future(pool.release(conn))
@@ -315,8 +406,27 @@ class RedisStreamStore:
         value = await self._bounded(self._redis.hget(self._keys(stream_id)[0], "cancel"))
         return bool(value == b"1")
 
+    async def renew_leases(self, stream_ids: list[str]) -> None:
+        """Extend the leases of the runs of this process, in one round trip."""
+        if not stream_ids:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for stream_id in stream_ids:
+            # SET, not PEXPIRE: a lease that lapsed during a stall comes back; if a reader ended
+            # the log meanwhile, that log is finished and the lease means nothing.
+            pipe.set(self._lease_key(stream_id), b"1", px=self._lease_ms)
+        await self._bounded(pipe.execute())
+
+    async def watch_health(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
+        """PING every ``interval_s``: readiness turns 503 within it, and back once Redis is."""
+        while True:
+            await asyncio.sleep(interval_s)
+            with contextlib.suppress(StoreUnavailable):
+                await self._bounded(self._redis.ping())
+
     async def aclose(self) -> None:
         """Close every connection of the pool, including those of blocked readers."""
+        self._closed = True
         self._written.clear()
         await self._redis.aclose()
         await self._pool.disconnect()

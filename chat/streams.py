@@ -4,11 +4,19 @@ A run keeps going while no reader is attached for ``grace_s`` (long enough for E
 automatic reconnect), then it is cancelled to control cost. Every log ends with exactly one
 terminal event, whatever stopped the run: done, an upstream error, DELETE (``cancelled``), the
 grace period (``cancelled``) or shutdown (``shutting_down``).
+
+Two failures of a shared store end streams from outside the log:
+
+- the store goes away: each reader ends with one ``error`` ``store_unavailable`` of its own
+  (nothing can be written any more) and the run is stopped, as nobody can read what it writes;
+- the worker running a stream dies: its lease lapses, and the first follower to notice ends the
+  log with ``upstream_unavailable`` (retryable), which every reader then reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -17,13 +25,35 @@ from typing import Any, Final
 import anyio
 import structlog
 
-from chat.events import ChatEvent, Delta, encode_sse
+from chat.errors import spec_for
+from chat.events import ChatEvent, Delta, Error, encode_sse
 from chat.runner import RunControl, RunStats
-from chat.stream_store import StreamStore
+from chat.stream_store import StoreUnavailable, StreamStore
 
 log = structlog.get_logger(__name__)
 
 FIRST_READER_S: Final = 10.0
+_ID_FIELD: Final = b"\nid: "
+
+
+def error_frame(code: str, request_id: str, event_id: int) -> bytes:
+    """The SSE frame of a terminal ``error`` event with the contract's message for ``code``."""
+    spec = spec_for(code)
+    event = Error(code=code, message=spec.message, retryable=spec.retryable, request_id=request_id)
+    return encode_sse(event, event_id)
+
+
+def last_event_id(chunk: bytes, default: int) -> int:
+    """The id of the last frame in ``chunk`` (frames as ``encode_sse`` writes them)."""
+    start = chunk.rfind(_ID_FIELD)
+    if start < 0:
+        return default
+    start += len(_ID_FIELD)
+    end = chunk.find(b"\n", start)
+    try:
+        return int(chunk[start : end if end >= 0 else len(chunk)])
+    except ValueError:
+        return default
 
 
 def new_stream_id() -> str:
@@ -42,6 +72,7 @@ class StreamRun:
         "read",
         "readers",
         "stats",
+        "store_lost",
         "stream_id",
         "task",
     )
@@ -57,6 +88,8 @@ class StreamRun:
         self.done = False
         # Cancelled because nobody reads it any more (its outcome is the client's leaving).
         self.detached = False
+        # The store failed under this run: its readers got store_unavailable.
+        self.store_lost = False
 
 
 class StreamManager:
@@ -68,11 +101,13 @@ class StreamManager:
         *,
         grace_s: float,
         shared_store: bool = False,
+        lease_s: float = 10.0,
         on_finish: Callable[[StreamRun], None] | None = None,
         contended: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.grace_s = grace_s
+        self.lease_s = lease_s
         # With a shared store, readers on other workers count too: ask the store before cancelling.
         self.shared_store = shared_store
         self._on_finish = on_finish
@@ -107,7 +142,16 @@ class StreamManager:
                 async for event in events:
                     event_id += 1
                     finished = type(event) is not Delta
-                    await append(stream_id, [encode_sse(event, event_id)], finished=finished)
+                    frame = encode_sse(event, event_id)
+                    if not await append(stream_id, [frame], finished=finished):
+                        # Ended by a reader that saw our lease lapse (we were stalled), or gone:
+                        # nobody reads what this run writes any more. Closing events stops it.
+                        log.warning("stream_log_closed_under_run", stream_id=stream_id)
+                        finished = True
+                        break
+        except StoreUnavailable:
+            run.store_lost = True
+            log.warning("stream_store_lost", stream_id=stream_id, events=event_id)
         except Exception:
             log.exception("stream_pump_failed", stream_id=stream_id)
         finally:
@@ -116,15 +160,21 @@ class StreamManager:
                 run.grace.cancel()
                 run.grace = None
             self._runs.pop(stream_id, None)
-            if not finished:
+            if not finished and not run.store_lost:
                 # The run ended without its terminal event (cancelled task): close the log.
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), contextlib.suppress(StoreUnavailable):
                     await append(stream_id, [], finished=True)
             if self._on_finish is not None:
                 self._on_finish(run)
 
-    async def follow(self, stream_id: str, after: int) -> AsyncIterator[bytes]:
-        """Frames after ``after`` as they come; attaching stops the grace clock."""
+    async def follow(
+        self, stream_id: str, after: int, *, request_id: str = "-"
+    ) -> AsyncIterator[bytes]:
+        """Frames after ``after`` as they come; attaching stops the grace clock.
+
+        Always ends with one terminal event: the log's own, or ``store_unavailable`` when the
+        store fails under the reader (the log can then no longer be trusted to end).
+        """
         run = self._runs.get(stream_id)
         if run is not None:
             run.readers += 1
@@ -132,14 +182,33 @@ class StreamManager:
             if run.grace is not None:
                 run.grace.cancel()
                 run.grace = None
-        await self.store.reader_joined(stream_id)
+        store = self.store
+        joined = False
+        last = b""
         try:
-            async with aclosing(self.store.read(stream_id, after)) as frames:
+            await store.reader_joined(stream_id)
+            joined = True
+            lapsed = (
+                (lambda event_id: error_frame("upstream_unavailable", request_id, event_id))
+                if self.shared_store
+                else None
+            )
+            async with aclosing(store.read(stream_id, after, lapsed=lapsed)) as frames:
                 async for chunk in frames:
+                    last = chunk
                     yield chunk
+        except StoreUnavailable:
+            event_id = last_event_id(last, after) + 1
+            log.warning("stream_reader_store_lost", stream_id=stream_id, event_id=event_id)
+            if run is not None:
+                # Nobody can read what the run writes now: stop paying for it.
+                run.store_lost = True
+                run.control.stop("store_unavailable")
+            yield error_frame("store_unavailable", request_id, event_id)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.reader_left(stream_id)
+            if joined and store.available:
+                with anyio.CancelScope(shield=True), contextlib.suppress(StoreUnavailable):
+                    await store.reader_left(stream_id)
             if run is not None:
                 run.readers -= 1
                 if run.readers == 0 and not run.done:
@@ -196,7 +265,14 @@ class StreamManager:
         self._stop_detached(run, reason)
 
     async def _expire_if_unread(self, run: StreamRun, reason: str) -> None:
-        if await self.store.readers(run.stream_id) > 0:
+        try:
+            readers = await self.store.readers(run.stream_id)
+        except StoreUnavailable:
+            # Nobody can read this run through the store now, and the grace period is over.
+            log.info("stream_detached_cancel", stream_id=run.stream_id, store="unavailable")
+            run.control.stop("store_unavailable")
+            return
+        if readers > 0:
             # Read on another worker: look again later rather than cancel a watched stream.
             if not run.done and run.readers == 0 and run.grace is None:
                 run.grace = asyncio.get_running_loop().call_later(
@@ -218,9 +294,24 @@ class StreamManager:
         """With a shared store, DELETE may land on another worker: poll for its request."""
         while True:
             await asyncio.sleep(poll_s)
-            for stream_id in list(self._runs):
-                if await self.store.cancel_requested(stream_id):
-                    self.cancel(stream_id)
+            if not self.store.available:
+                continue
+            try:
+                for stream_id in list(self._runs):
+                    if await self.store.cancel_requested(stream_id):
+                        self.cancel(stream_id)
+            except StoreUnavailable:
+                continue  # the health probe notices when it is back
+
+    async def renew_leases(self) -> None:
+        """With a shared store, tell readers everywhere that our runs live (every lease_s / 3)."""
+        interval = self.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._runs or not self.store.available:
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.renew_leases(list(self._runs))
 
     async def aclose(self) -> None:
         """Cancel what is still running (the drainer normally ended it first)."""

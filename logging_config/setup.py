@@ -14,6 +14,7 @@ from structlog.processors import ExceptionRenderer
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
+from logging_config.dropped_readers import DroppedReaderFilter
 from logging_config.redaction import (
     ContentRedactor,
     redact_secret_values,
@@ -153,6 +154,9 @@ def _route_library_loggers(level: int) -> None:
         logger.setLevel(logger_level)
         logger.propagate = True
         logger.disabled = False
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DroppedReaderFilter) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(DroppedReaderFilter())
 
 
 def configure_logging(

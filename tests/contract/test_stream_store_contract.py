@@ -18,7 +18,14 @@ import pytest
 from redis.asyncio import Redis
 
 from chat.settings import SettingsError
-from chat.stream_store import MemoryStreamStore, StreamInfo, StreamNotFound, StreamStore
+from chat.stream_store import (
+    LapsedFrame,
+    MemoryStreamStore,
+    StoreUnavailable,
+    StreamInfo,
+    StreamNotFound,
+    StreamStore,
+)
 from chat.stream_store_redis import RedisStreamStore, check_redis_url, redact_url
 from tests.support.redis_server import RedisServer, start_redis
 
@@ -182,13 +189,22 @@ async def read_all(store: StreamStore, stream_id: str, after: int = 0) -> bytes:
 class Follower:
     """A reader in its own task that reports each batch through an event."""
 
-    def __init__(self, store: StreamStore, stream_id: str, after: int = 0) -> None:
+    def __init__(
+        self,
+        store: StreamStore,
+        stream_id: str,
+        after: int = 0,
+        *,
+        lapsed: LapsedFrame | None = None,
+    ) -> None:
         self.chunks: list[bytes] = []
         self.got = asyncio.Event()
-        self.task = asyncio.create_task(self._run(store, stream_id, after))
+        self.task = asyncio.create_task(self._run(store, stream_id, after, lapsed))
 
-    async def _run(self, store: StreamStore, stream_id: str, after: int) -> None:
-        async with aclosing(store.read(stream_id, after)) as frames:
+    async def _run(
+        self, store: StreamStore, stream_id: str, after: int, lapsed: LapsedFrame | None
+    ) -> None:
+        async with aclosing(store.read(stream_id, after, lapsed=lapsed)) as frames:
             async for chunk in frames:
                 self.chunks.append(chunk)
                 self.got.set()
@@ -445,15 +461,103 @@ async def test_keys_when_created_then_safety_expiry_then_ttl_once_finished(
 
 
 @pytest.mark.redis
-async def test_read_when_log_deleted_while_blocked_then_read_ends(
+async def test_read_when_open_log_deleted_while_blocked_then_store_unavailable(
     redis_harness: RedisHarness,
 ) -> None:
+    # An open log only vanishes when Redis loses data (a restart, eviction): its readers must
+    # not take that silence for an end, so the read fails instead of ending quietly.
     store = await redis_harness.make(block_s=0.2)
     await store.create("s1")
     reader = Follower(store, "s1")
     await redis_harness.wait_until_waiting(store, "s1", 1)
     await redis_harness.admin.delete(*store._keys("s1"))
-    assert await reader.finished() == b""
+    with pytest.raises(StoreUnavailable):
+        await reader.finished()
+    assert await store.append("s1", FRAMES[:1], finished=False) is False
+
+
+def lapsed_frame(event_id: int) -> bytes:
+    return f"event: error\nid: {event_id}\ndata: {{}}\n\n".encode()
+
+
+async def wait_lease_gone(harness: RedisHarness, store: RedisStreamStore, stream_id: str) -> None:
+    async def gone() -> bool:
+        return not await harness.admin.exists(store._lease_key(stream_id))
+
+    await wait_for(gone, "the lease to lapse", limit_s=store.lease_s + WAIT_S)
+
+
+@pytest.mark.redis
+async def test_lease_when_renewed_then_followers_keep_waiting(redis_harness: RedisHarness) -> None:
+    store = await redis_harness.make(lease_s=0.6, block_s=0.05)
+    await store.create("s1")
+    start = await redis_harness.xread_calls()
+    reader = Follower(store, "s1", lapsed=lapsed_frame)
+
+    async def renewed_through_many_blocks() -> bool:
+        await store.renew_leases(["s1"])
+        return await redis_harness.xread_calls() >= start + 20
+
+    # Twenty XREAD periods, longer than the lease, with the lease renewed all along.
+    await wait_for(renewed_through_many_blocks, "twenty XREAD BLOCK periods to pass")
+    assert not reader.task.done()
+    assert await store.append("s1", FRAMES[:1], finished=True)
+    assert await reader.finished() == FRAMES[0]
+
+
+@pytest.mark.redis
+async def test_lease_when_lapsed_then_every_follower_gets_one_terminal_frame(
+    redis_harness: RedisHarness,
+) -> None:
+    store = await redis_harness.make(lease_s=0.3, block_s=0.05)
+    other_worker = await redis_harness.make(lease_s=0.3, block_s=0.05)
+    other_worker.key_prefix = store.key_prefix  # same keys, as another process would see them
+    await store.create("s1")
+    assert await store.append("s1", FRAMES[:2], finished=False)
+    # Three followers on two "workers" race to end the log once the lease lapses.
+    readers = [
+        Follower(store, "s1", lapsed=lapsed_frame),
+        Follower(other_worker, "s1", lapsed=lapsed_frame),
+        Follower(other_worker, "s1", after=1, lapsed=lapsed_frame),
+    ]
+    got = [await reader.finished() for reader in readers]
+    ended = b"".join(FRAMES[:2]) + lapsed_frame(3)
+    assert got == [ended, ended, ended[len(FRAMES[0]) :]]
+    assert await store.info("s1") == StreamInfo(last_id=3, finished=True)
+    # The worker was only slow: what it writes now is refused, the log keeps its one end.
+    assert await store.append("s1", FRAMES[2:3], finished=False) is False
+    assert await store.append("s1", FRAMES[3:4], finished=True) is True  # finished either way
+    assert await read_all(store, "s1") == ended
+
+
+@pytest.mark.redis
+async def test_lease_when_worker_renews_before_the_reader_acts_then_log_not_ended(
+    redis_harness: RedisHarness,
+) -> None:
+    store = await redis_harness.make(lease_s=0.3)
+    await store.create("s1")
+    assert await store.append("s1", FRAMES[:1], finished=False)
+    await wait_lease_gone(redis_harness, store, "s1")
+    # Between the reader's look (lease gone, last id 1) and its append, the worker comes back.
+    await store.renew_leases(["s1"])
+    assert await store._end_lapsed("s1", 1, lapsed_frame) is False
+    # Or the worker appended meanwhile: the reader's view of the log is stale, it backs off.
+    await wait_lease_gone(redis_harness, store, "s1")
+    assert await store.append("s1", FRAMES[1:2], finished=False)
+    assert await store._end_lapsed("s1", 1, lapsed_frame) is False
+    assert await store.info("s1") == StreamInfo(last_id=2, finished=False)
+
+
+@pytest.mark.redis
+async def test_lease_when_created_then_expires_unless_renewed_and_goes_at_finish(
+    redis_harness: RedisHarness,
+) -> None:
+    store = await redis_harness.make(lease_s=9.0)
+    lease = store._lease_key("s1")
+    await store.create("s1")
+    assert 0 < await redis_harness.admin.pttl(lease) <= 6000  # two thirds of the lease
+    assert await store.append("s1", FRAMES[:1], finished=True)
+    assert not await redis_harness.admin.exists(lease)
 
 
 @pytest.mark.redis

@@ -1126,6 +1126,7 @@ class FakeUpstream:
         self._use_uvloop = use_uvloop
         self._cond = threading.Condition()
         self._records: collections.deque[RequestRecord] = collections.deque(maxlen=max_records)
+        self._request_count = 0
         self._times_seen: collections.Counter[tuple[str, str]] = collections.Counter()
         self._request_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
@@ -1242,6 +1243,12 @@ class FakeUpstream:
     # ----- observability (thread-safe)
 
     @property
+    def request_count(self) -> int:
+        """Requests received since start (or ``reset``), however many records are kept."""
+        with self._cond:
+            return self._request_count
+
+    @property
     def requests(self) -> list[RequestRecord]:
         """Snapshot of the request records, oldest first."""
         with self._cond:
@@ -1252,6 +1259,7 @@ class FakeUpstream:
         with self._cond:
             self._records.clear()
             self._times_seen.clear()
+            self._request_count = 0
 
     def wait_for_request(
         self, predicate: Callable[[RequestRecord], bool] | None = None, timeout: float = 5.0
@@ -1303,6 +1311,7 @@ class FakeUpstream:
     def _add(self, record: RequestRecord) -> None:
         with self._cond:
             self._records.append(record)
+            self._request_count += 1
             self._cond.notify_all()
 
     def _finish(self, record: RequestRecord, status: int | None, disconnected: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -25,10 +26,11 @@ START_TIMEOUT_S = 10.0
 class RedisServer:
     """A running redis-server process and its ``redis://`` URL."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, args: list[str]) -> None:
         self.proc = proc
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
+        self._args = args
 
     def command(self, *args: str, timeout: float = 5.0) -> bytes:
         """Send one inline command and return the raw RESP reply (enough for PING and INFO)."""
@@ -45,6 +47,21 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        """Send ``sig`` (SIGKILL: gone at once, no goodbye to clients) and wait for the exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        _close_output(self.proc)
+
+    def restart(self) -> None:
+        """Start a fresh, empty server on the same port (after ``kill`` or ``stop``)."""
+        if self.proc.poll() is None:
+            raise RuntimeError("redis-server is still running")
+        _close_output(self.proc)
+        self.proc = _launch(self._args)
+        _wait_for_ping(self, START_TIMEOUT_S)
 
 
 def redis_server_path() -> str | None:
@@ -74,20 +91,27 @@ def start_redis(executable: str | None = None) -> Iterator[RedisServer]:
     port = _free_port()
     args = [executable, "--save", "", "--appendonly", "no", "--port", str(port)]
     args += ["--bind", "127.0.0.1", "--daemonize", "no", "--loglevel", "warning"]
-    proc = subprocess.Popen(
-        args,
-        cwd=Path("/tmp"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    server = RedisServer(proc, port)
+    server = RedisServer(_launch(args), port, args)
     try:
         _wait_for_ping(server, START_TIMEOUT_S)
         yield server
     finally:
         server.stop()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _close_output(server.proc)
+
+
+def _launch(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        cwd=Path("/tmp"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _close_output(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdout is not None and not proc.stdout.closed:
+        proc.stdout.close()
 
 
 def _free_port() -> int:

@@ -37,9 +37,14 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 class Service:
     """A running service process with its base URL and captured log lines."""
 
-    def __init__(self, env: Mapping[str, str], *, wait_ready: bool = True) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, wait_ready: bool = True, send_buffer: int | None = None
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if send_buffer is not None:
+            # Accepted connections inherit it (Linux): a stalled reader fills it in moments.
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(1024)
         self.port = self._sock.getsockname()[1]

@@ -23,6 +23,8 @@ def test_empty_environment_when_loaded_then_contract_defaults() -> None:
     )
     assert settings.api_keys == ()
     assert settings.resolved_backend() == "local"
+    assert settings.send_timeout_s == 30
+    assert settings.stream_lease_s == 10
 
 
 @pytest.mark.parametrize(
