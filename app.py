@@ -23,6 +23,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from chat.backends import Backend, build_backend, preflight
+from chat.conversations.routes import conversation_resource
+from chat.conversations.service import Conversations, check_data_dir
 from chat.endpoints import (
     chat,
     create_stream,
@@ -59,9 +61,11 @@ def create_app(
         backend = backend_factory(settings)
         store, shared = await open_stream_store(settings)
         state = AppState(settings, backend, store, shared_store=shared)
+        state.conversations = conversations = await Conversations.open(settings, backend)
         tasks = [
             asyncio.create_task(_load(state), name="backend-load"),
             asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
+            asyncio.create_task(conversations.maintain(), name="conversation-upkeep"),
         ]
         if shared:
             tasks.append(
@@ -81,6 +85,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.streams.aclose()
+            await conversations.aclose()
             await store.aclose()
             await backend.aclose()
             log.info("stopped")
@@ -96,7 +101,13 @@ def create_app(
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-                expose_headers=["X-Request-ID", "X-Stream-ID", "Retry-After", "Location"],
+                expose_headers=[
+                    "X-Request-ID",
+                    "X-Stream-ID",
+                    "X-Conversation-ID",
+                    "Retry-After",
+                    "Location",
+                ],
                 max_age=600,
             )
         )
@@ -104,6 +115,7 @@ def create_app(
         Route("/chat", chat, methods=["POST"]),
         Route("/chat/streams", create_stream, methods=["POST"]),
         Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
+        Route("/conversations/{conversation_id}", conversation_resource, methods=["GET", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         # The demo page and its assets (see "demo page" below).
@@ -182,6 +194,7 @@ def app_from_environment() -> Starlette:
     try:
         settings = load_settings()
         preflight(settings)
+        check_data_dir(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Send
 
+from chat.conversations.edge import begin_turn
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
 from chat.requests import decode_chat_request
@@ -204,7 +205,9 @@ class Reply:
         self.terminal: Done | Error | None = None
 
 
-async def _start_run(request: Request, request_id: str, *, reply: Reply | None = None) -> StreamRun:
+async def _start_run(
+    request: Request, request_id: str, *, reply: Reply | None = None
+) -> tuple[StreamRun, dict[str, str]]:
     """Check, decode and admit the request, then start its run into the stream store."""
     state: AppState = request.state.chat
     settings = state.settings
@@ -226,6 +229,16 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
     await state.backend.check_input(settings.instructions, chat_request.message)
     if not state.slots.try_acquire():
         raise ChatError("overloaded", headers={"Retry-After": "1"})
+    try:
+        turn = await begin_turn(
+            state.conversations,
+            chat_request.conversation_id,
+            authorization=request.headers.get("authorization"),
+            message=chat_request.message,
+        )
+    except BaseException:
+        state.slots.release()
+        raise
 
     stats = RunStats()
     control = RunControl()
@@ -240,7 +253,14 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         tracing=settings.tracing,
         stats=stats,
         control=control,
+        session=turn.run_session if turn is not None else None,
     )
+    headers: dict[str, str] = {}
+    if turn is not None:
+        events = turn.events(events)
+        headers["X-Conversation-ID"] = turn.conversation_id
+        access["conversation_id"] = turn.conversation_id
+        access["history_turns"] = turn.history.turns_sent
     held = _holding_slot(
         events, state, control, agent, reply, access, keep_text=settings.log_content
     )
@@ -249,17 +269,19 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
     except BaseException:
         state.agents.release(agent)
         state.slots.release()
+        if turn is not None:
+            await turn.abandon()
         raise
     access["stream_id"] = run.stream_id
-    return run
+    return run, headers
 
 
 async def _chat(request: Request, request_id: str) -> Response:
     state: AppState = request.state.chat
     json_mode = wants_json(request.headers.get("accept"))
     reply = Reply() if json_mode else None
-    run = await _start_run(request, request_id, reply=reply)
-    headers = {"X-Stream-ID": run.stream_id}
+    run, headers = await _start_run(request, request_id, reply=reply)
+    headers["X-Stream-ID"] = run.stream_id
     frames = state.streams.follow(run.stream_id, 0)
     access = access_record(request)
     if reply is not None:
@@ -305,7 +327,7 @@ async def _read_unless_disconnected(frames: AsyncIterator[bytes], receive: Recei
 
 
 async def _create_stream(request: Request, request_id: str) -> Response:
-    run = await _start_run(request, request_id)
+    run, headers = await _start_run(request, request_id)
     events_url = f"/chat/streams/{run.stream_id}"
     access_record(request)["outcome"] = "created"
     body = {"stream_id": run.stream_id, "events_url": events_url, "request_id": request_id}
@@ -313,7 +335,7 @@ async def _create_stream(request: Request, request_id: str) -> Response:
         _json.encode(body),
         status_code=201,
         media_type=_JSON_TYPE,
-        headers={"Location": events_url, "X-Stream-ID": run.stream_id},
+        headers={"Location": events_url, "X-Stream-ID": run.stream_id, **headers},
     )
 
 
@@ -533,6 +555,8 @@ def _json_reply(reply: Reply, request_id: str, headers: dict[str, str]) -> Respo
             "usage": terminal.usage,
             "request_id": request_id,
         }
+        if terminal.conversation_id is not None:
+            body["conversation_id"] = terminal.conversation_id
         return Response(_json.encode(body), media_type=_JSON_TYPE, headers=headers)
     code = terminal.code if type(terminal) is Error else "internal_error"
     if spec_for(code).retryable:

@@ -10,6 +10,7 @@ from agents import Agent, ModelSettings
 from chat.admission import StreamSlots
 from chat.agent_pool import AgentPool
 from chat.backends import Backend
+from chat.conversations.service import Conversations
 from chat.lifecycle import Drainer
 from chat.runner import Deadlines
 from chat.settings import Settings
@@ -44,6 +45,8 @@ class AppState:
         self.streams = StreamManager(
             store, grace_s=settings.detached_grace_s, shared_store=shared_store
         )
+        # Opened in the lifespan (it needs I/O): the SQLite file or Redis.
+        self.conversations: Conversations | None = None
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,

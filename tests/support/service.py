@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +40,12 @@ class Service:
     """A running service process with its base URL and captured log lines."""
 
     def __init__(self, env: Mapping[str, str], *, wait_ready: bool = True) -> None:
+        # Conversations go to a file under CHAT_DATA_DIR: a fresh directory per service unless
+        # the test names one (to restart on the same file), never the repository's ./data.
+        self._data_dir: str | None = None
+        if "CHAT_DATA_DIR" not in env:
+            self._data_dir = tempfile.mkdtemp(prefix="chat-data-")
+            env = {**env, "CHAT_DATA_DIR": self._data_dir}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -123,6 +131,8 @@ class Service:
         finally:
             self._sock.close()
             self._reader.join(5)
+            if self._data_dir is not None:
+                shutil.rmtree(self._data_dir, ignore_errors=True)
 
     def __enter__(self) -> Service:
         return self
