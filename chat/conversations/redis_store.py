@@ -207,7 +207,7 @@ class RedisConversationStore:
         async def renew_all() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for conversation_id, token in locks:
-                self._renew(
+                await self._renew(
                     keys=[self._keys(conversation_id)[1]], args=[token, self._lock_ms], client=pipe
                 )
             return list(await pipe.execute())
