@@ -7,7 +7,6 @@ upstream requests in the shared fake.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -19,10 +18,6 @@ import httpx
 import pytest
 
 from bench.fake_upstream import FakeUpstream, expected_text
-from chat.conversations.ownership import ANONYMOUS
-from chat.conversations.sqlite_store import SQLiteConversationStore
-from chat.conversations.store import Limits
-from chat.conversations.turns import turn_items
 from tests.support.conversations import (
     ANSWER,
     ask,
@@ -30,6 +25,7 @@ from tests.support.conversations import (
     history,
     new_id,
     openai_env,
+    populate,
     sent_messages,
     upstream_request,
     wait_until,
@@ -355,26 +351,6 @@ def test_restart_when_sqlite_file_kept_then_history_and_next_turn_continue(
 
 
 # --- trimming, limits, lifetime ---------------------------------------------------------------
-
-
-def populate(data_dir: Path, conversation_id: str, turns: int) -> None:
-    """Write ``turns`` turns into the file the service will open, as the service does."""
-
-    async def write() -> None:
-        store = await SQLiteConversationStore.open(data_dir, Limits())
-        try:
-            claim = await store.claim(conversation_id, ANONYMOUS, 0)
-            session = await store.open_session(conversation_id)
-            items = [item for i in range(turns) for item in turn_items(f"u{i}", f"a{i}")]
-            await session.add_items(items)
-            await store.close_session(session)
-            await store.finish(
-                conversation_id, claim.token, owner=ANONYMOUS, turns=turns, add_bytes=0
-            )
-        finally:
-            await store.aclose()
-
-    asyncio.run(write())
 
 
 def test_long_conversation_when_200_turns_then_answered_with_the_newest_50(

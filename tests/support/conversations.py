@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.fake_upstream import FakeUpstream, RequestRecord, expected_text
+from chat.conversations.ownership import ANONYMOUS
+from chat.conversations.sqlite_store import SQLiteConversationStore
+from chat.conversations.store import Limits
+from chat.conversations.turns import turn_items
 from tests.support.service import Service
 
 ANSWER = expected_text(8)  # the shared fake upstream answers 8 tokens
@@ -102,3 +108,33 @@ def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 10.0) 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
+
+
+def populate(
+    data_dir: Path,
+    conversation_id: str,
+    turns: int,
+    *,
+    text: Callable[[str, int], str] | None = None,
+) -> None:
+    """Write ``turns`` turns into the file the service will open, as the service does.
+
+    Turn ``i`` is ``u{i}`` / ``a{i}``, or ``text("u", i)`` / ``text("a", i)``.
+    """
+    text = text or (lambda role, i: f"{role}{i}")
+
+    async def write() -> None:
+        store = await SQLiteConversationStore.open(data_dir, Limits())
+        try:
+            claim = await store.claim(conversation_id, ANONYMOUS, 0)
+            session = await store.open_session(conversation_id)
+            items = [item for i in range(turns) for item in turn_items(text("u", i), text("a", i))]
+            await session.add_items(items)
+            await store.close_session(session)
+            await store.finish(
+                conversation_id, claim.token, owner=ANONYMOUS, turns=turns, add_bytes=0
+            )
+        finally:
+            await store.aclose()
+
+    asyncio.run(write())
