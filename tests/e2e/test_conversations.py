@@ -7,6 +7,8 @@ upstream requests in the shared fake.
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +39,8 @@ from tests.support.sse import Frame, answer_text, events_only, parse_lines, read
 @pytest.fixture(scope="module")
 def service(upstream: FakeUpstream) -> Iterator[Service]:
     """One service on Chat Completions for the tests that need nothing special."""
-    with Service(openai_env(upstream)) as service:
+    env = openai_env(upstream, CHAT_FIRST_TOKEN_TIMEOUT_S="1", CHAT_IDLE_TIMEOUT_S="1")
+    with Service(env) as service:
         yield service
 
 
@@ -54,6 +57,8 @@ def test_turn_two_when_sent_then_upstream_gets_turn_one_message_and_answer(
         one = ask(service, first, conversation_id)
         assert one.status_code == 200, one.text
         assert one.json()["text"] == ANSWER
+        assert one.json()["conversation_id"] == conversation_id
+        assert one.headers["x-conversation-id"] == conversation_id
         two = ask(service, second, conversation_id)
         assert two.status_code == 200, two.text
     assert sent_messages(upstream_request(upstream, first)) == [("user", first)]
@@ -235,6 +240,47 @@ def test_upstream_error_when_before_any_text_then_message_alone_saved(
     reply = ask(service, "[[status=400]] refused", conversation_id)
     assert reply.status_code == 502
     assert history(service, conversation_id) == [{"role": "user", "text": "[[status=400]] refused"}]
+
+
+def test_deadline_when_upstream_stalls_after_two_deltas_then_those_are_saved(
+    service: Service,
+) -> None:
+    conversation_id = new_id()
+    message = "[[hang_after=2]] stall"
+    reply = ask(service, message, conversation_id)
+    assert reply.status_code == 504
+    assert reply.json()["error"]["code"] == "upstream_timeout"
+    assert history(service, conversation_id) == [
+        {"role": "user", "text": message},
+        {"role": "assistant", "text": expected_text(2)},
+    ]
+
+
+def test_json_client_when_it_hangs_up_mid_answer_then_delivered_text_saved(
+    service: Service, upstream: FakeUpstream
+) -> None:
+    conversation_id = new_id()
+    request_id = uuid.uuid4().hex
+    marker = uuid.uuid4().hex
+    body = json.dumps(
+        {"message": f"[[tokens=400 delay_ms=20]] {marker}", "conversation_id": conversation_id}
+    ).encode()
+    head = (
+        f"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json\r\nX-Request-ID: {request_id}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        record = upstream_request(upstream, marker)
+        wait_until(lambda: record.tokens_sent >= 3, "a few tokens to be streamed")
+    saved = service.wait_for_log(event="conversation_turn_saved", request_id=request_id)
+    access = service.wait_for_log(event="request", request_id=request_id)
+    assert access["outcome"] == "client_disconnected"
+    text = delivered(service, access["stream_id"])
+    assert saved["answer_chars"] == len(text)
+    assert 0 < len(text) < len(expected_text(400))
+    assert history(service, conversation_id)[1] == {"role": "assistant", "text": text}
 
 
 def test_delete_of_stream_when_mid_answer_then_delivered_text_saved(service: Service) -> None:
