@@ -22,6 +22,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from chat.backends import Backend, build_backend, preflight
+from chat.conversations.routes import conversation_resource
+from chat.conversations.service import Conversations, check_data_dir
 from chat.cors import AllowlistCORSMiddleware
 from chat.endpoints import (
     chat,
@@ -70,9 +72,11 @@ def create_app(
         store, shared = await open_stream_store(settings)
         state = AppState(settings, backend, store, shared_store=shared, metrics=recorder)
         recorder.started(backend=backend.name, limit=state.slots.limit)
+        state.conversations = conversations = await Conversations.open(settings, backend)
         tasks = [
             asyncio.create_task(_load(state), name="backend-load"),
             asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
+            asyncio.create_task(conversations.maintain(), name="conversation-upkeep"),
         ]
         if state.adaptive_limit is not None:
             adaptive = state.adaptive_limit
@@ -106,6 +110,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.streams.aclose()
+            await conversations.aclose()
             await store.aclose()
             await backend.aclose()
             recorder.stopped()
@@ -126,7 +131,13 @@ def create_app(
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-                expose_headers=["X-Request-ID", "X-Stream-ID", "Retry-After", "Location"],
+                expose_headers=[
+                    "X-Request-ID",
+                    "X-Stream-ID",
+                    "X-Conversation-ID",
+                    "Retry-After",
+                    "Location",
+                ],
                 max_age=600,
             )
         )
@@ -134,6 +145,7 @@ def create_app(
         Route("/chat", chat, methods=["POST"]),
         Route("/chat/streams", create_stream, methods=["POST"]),
         Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
+        Route("/conversations/{conversation_id}", conversation_resource, methods=["GET", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -215,6 +227,7 @@ def app_from_environment() -> Starlette:
     try:
         settings = load_settings()
         preflight(settings)
+        check_data_dir(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

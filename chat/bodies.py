@@ -35,13 +35,14 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorInfo
 
 
-class ChatReply(msgspec.Struct, frozen=True):
+class ChatReply(msgspec.Struct, frozen=True, omit_defaults=True):
     """``POST /chat`` with ``Accept: application/json``: the whole answer at once."""
 
     text: str
     finish_reason: str
     usage: Usage
     request_id: str
+    conversation_id: str | None = None  # only when the request named one
 
 
 class StreamCreated(msgspec.Struct, frozen=True):

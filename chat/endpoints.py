@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from chat.bodies import ChatReply, ErrorBody, ErrorDetail, ErrorInfo, Health, Ready, StreamCreated
+from chat.conversations.edge import begin_turn
 from chat.errors import ChatError, spec_for
 from chat.events import ChatEvent, Delta, Done, Error, encode_retry
 from chat.metrics import Metrics
@@ -263,7 +264,9 @@ class Reply:
         self.terminal: Done | Error | None = None
 
 
-async def _start_run(request: Request, request_id: str, *, reply: Reply | None = None) -> StreamRun:
+async def _start_run(
+    request: Request, request_id: str, *, reply: Reply | None = None
+) -> tuple[StreamRun, dict[str, str]]:
     """Check, decode and admit the request, then start its run into the stream store."""
     state: AppState = request.state.chat
     settings = state.settings
@@ -298,6 +301,16 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         ) from None
     if not state.slots.try_acquire():  # the check above, again: the body read let others in
         raise ChatError("overloaded", headers=_RETRY_SOON)
+    try:
+        turn = await begin_turn(
+            state.conversations,
+            chat_request.conversation_id,
+            authorization=request.headers.get("authorization"),
+            message=chat_request.message,
+        )
+    except BaseException:
+        state.slots.release()
+        raise
     state.metrics.run_started()
 
     stats = RunStats()
@@ -313,7 +326,14 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         tracing=settings.tracing,
         stats=stats,
         control=control,
+        session=turn.run_session if turn is not None else None,
     )
+    headers: dict[str, str] = {}
+    if turn is not None:
+        events = turn.events(events)
+        headers["X-Conversation-ID"] = turn.conversation_id
+        access["conversation_id"] = turn.conversation_id
+        access["history_turns"] = turn.history.turns_sent
     held = _holding_slot(
         events, state, control, agent, reply, access, keep_text=settings.log_content
     )
@@ -323,17 +343,19 @@ async def _start_run(request: Request, request_id: str, *, reply: Reply | None =
         state.agents.release(agent)
         state.slots.release()
         state.metrics.run_released()
+        if turn is not None:
+            await turn.abandon()
         raise
     access["stream_id"] = run.stream_id
-    return run
+    return run, headers
 
 
 async def _chat(request: Request, request_id: str) -> Response:
     state: AppState = request.state.chat
     json_mode = wants_json(request.headers.get("accept"))
     reply = Reply() if json_mode else None
-    run = await _start_run(request, request_id, reply=reply)
-    headers = {"X-Stream-ID": run.stream_id}
+    run, headers = await _start_run(request, request_id, reply=reply)
+    headers["X-Stream-ID"] = run.stream_id
     frames = state.streams.follow(run.stream_id, 0, request_id=request_id)
     access = access_record(request)
     if reply is not None:
@@ -386,7 +408,7 @@ async def _read_unless_disconnected(frames: AsyncIterator[bytes], receive: Recei
 
 
 async def _create_stream(request: Request, request_id: str) -> Response:
-    run = await _start_run(request, request_id)
+    run, headers = await _start_run(request, request_id)
     events_url = f"/chat/streams/{run.stream_id}"
     access_record(request)["outcome"] = "created"
     body = StreamCreated(stream_id=run.stream_id, events_url=events_url, request_id=request_id)
@@ -394,7 +416,7 @@ async def _create_stream(request: Request, request_id: str) -> Response:
         _json.encode(body),
         status_code=201,
         media_type=_JSON_TYPE,
-        headers={"Location": events_url, "X-Stream-ID": run.stream_id},
+        headers={"Location": events_url, "X-Stream-ID": run.stream_id, **headers},
     )
 
 
@@ -655,6 +677,7 @@ def _json_reply(
             finish_reason=terminal.finish_reason,
             usage=terminal.usage,
             request_id=request_id,
+            conversation_id=terminal.conversation_id,
         )
         return Response(_json.encode(body), media_type=_JSON_TYPE, headers=headers)
     code = terminal.code if type(terminal) is Error else "internal_error"

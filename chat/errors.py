@@ -27,16 +27,19 @@ ERRORS: Final[dict[str, ErrorSpec]] = {
     "payload_too_large": ErrorSpec(413, "The request body is too large.", False),
     "unsupported_media_type": ErrorSpec(415, "Content-Type must be application/json.", False),
     "invalid_request": ErrorSpec(422, "The request body has the wrong shape.", False),
+    "conversation_busy": ErrorSpec(
+        409, "Another message of this conversation is still being answered.", True
+    ),
     "overloaded": ErrorSpec(503, "The server is busy; retry shortly.", True),
     "shutting_down": ErrorSpec(503, "The server is shutting down; retry shortly.", True),
     "not_ready": ErrorSpec(503, "The model is not loaded yet; retry shortly.", True),
+    "store_unavailable": ErrorSpec(503, "A data store is unavailable; retry shortly.", True),
     "upstream_auth": ErrorSpec(502, "The model provider rejected our credentials.", False),
     "upstream_rate_limited": ErrorSpec(503, "The model provider is rate limiting us.", True),
     "upstream_timeout": ErrorSpec(504, "The model did not answer in time.", True),
     "upstream_unavailable": ErrorSpec(503, "The model provider is unavailable.", True),
     "upstream_error": ErrorSpec(502, "The model provider returned an error.", True),
     "cancelled": ErrorSpec(409, "The stream was cancelled.", False),
-    "store_unavailable": ErrorSpec(503, "The stream store is unavailable; retry shortly.", True),
     "internal_error": ErrorSpec(500, "Internal server error.", True),
 }
 

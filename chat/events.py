@@ -29,21 +29,24 @@ class Delta(ChatEventBase, frozen=True, tag="delta"):
     text: str
 
 
-class Done(ChatEventBase, frozen=True, tag="done"):
+class Done(ChatEventBase, frozen=True, tag="done", omit_defaults=True):
     """The answer is complete."""
 
     finish_reason: str
     usage: Usage
     request_id: str
+    # Only when the request named a conversation; omitted otherwise, so those bytes stay as before.
+    conversation_id: str | None = None
 
 
-class Error(ChatEventBase, frozen=True, tag="error"):
+class Error(ChatEventBase, frozen=True, tag="error", omit_defaults=True):
     """The stream ends without a complete answer; deltas sent before it stay sent."""
 
     code: str
     message: str
     retryable: bool
     request_id: str
+    conversation_id: str | None = None
 
 
 ChatEvent = Delta | Done | Error

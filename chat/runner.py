@@ -17,6 +17,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 from agents import Agent, Model, ModelResponse, ModelSettings, RunConfig, Runner
+from agents.memory import Session
 from agents.stream_events import StreamEvent
 from openai.types.responses import Response
 
@@ -223,8 +224,12 @@ async def stream_chat(
     tracing: bool = False,
     stats: RunStats | None = None,
     control: RunControl | None = None,
+    session: Session | None = None,
 ) -> AsyncIterator[ChatEvent]:
-    """Run the agent on one message and yield its answer as events, ending with one terminal."""
+    """Run the agent on one message and yield its answer as events, ending with one terminal.
+
+    With ``session`` the Runner puts the session's history before the message.
+    """
     stats = stats if stats is not None else RunStats()
     tap = TapModel(model)
     run_config = RunConfig(
@@ -233,7 +238,7 @@ async def stream_chat(
     # Set after construction: RunConfig.__post_init__ resolves its own type hints (typing.
     # get_type_hints, ~0.5-1 ms a run) only to re-validate a ModelSettings we already built.
     run_config.model_settings = model_settings
-    result = Runner.run_streamed(agent, input=message, run_config=run_config)
+    result = Runner.run_streamed(agent, input=message, run_config=run_config, session=session)
     if control is not None:
         control.attach(result.cancel)
     loop = asyncio.get_running_loop()

@@ -60,6 +60,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_lease_s: float = 10.0
     sse_retry_ms: int = 1000
     redis_url: str | None = None
+    data_dir: str = "./data"
+    history_max_turns: int = 50
+    conversation_ttl_s: float = 604_800.0
+    conversation_max_turns: int = 1000
+    conversation_max_bytes: int = 4 * 1024 * 1024
+    conversation_lock_ttl_s: float = 30.0
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     log_content: bool = False
@@ -223,6 +229,12 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_STREAM_LEASE_S": ("stream_lease_s", _float_range(0.3, 3600)),
     "CHAT_SSE_RETRY_MS": ("sse_retry_ms", _int_range(0, 600_000)),
     "REDIS_URL": ("redis_url", _redis_url),
+    "CHAT_DATA_DIR": ("data_dir", _text),
+    "CHAT_HISTORY_MAX_TURNS": ("history_max_turns", _int_range(0, 100_000)),
+    "CHAT_CONVERSATION_TTL_S": ("conversation_ttl_s", _float_range(1, 10 * 365 * 86400)),
+    "CHAT_CONVERSATION_MAX_TURNS": ("conversation_max_turns", _int_range(1, 1_000_000)),
+    "CHAT_CONVERSATION_MAX_BYTES": ("conversation_max_bytes", _int_range(1024, 1 << 30)),
+    "CHAT_CONVERSATION_LOCK_TTL_S": ("conversation_lock_ttl_s", _float_range(1, 3600)),
     "CHAT_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
     "CHAT_LOG_FORMAT": ("log_format", _choice("json", "console")),
     "CHAT_LOG_CONTENT": ("log_content", _parse_bool),

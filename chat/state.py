@@ -11,6 +11,7 @@ from chat.adaptive_limit import AdaptiveLimit, LimitPolicy
 from chat.admission import StreamSlots
 from chat.agent_pool import AgentPool
 from chat.backends import Backend
+from chat.conversations.service import Conversations
 from chat.lifecycle import Drainer
 from chat.metrics import Metrics, NoMetrics
 from chat.runner import Deadlines
@@ -65,6 +66,8 @@ class AppState:
         # A run nobody reads gives way at once to a request waiting for the model (one local
         # engine generates one answer at a time): see StreamManager.preempt_detached.
         backend.when_contended(self.streams.preempt_detached)
+        # Opened in the lifespan (it needs I/O): the SQLite file or Redis.
+        self.conversations: Conversations | None = None
         self.deadlines = Deadlines(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,

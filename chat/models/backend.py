@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from agents import Model, ModelSettings
 
@@ -23,6 +24,7 @@ class Backend:
         healthy: Callable[[], bool] | None = None,
         on_contended: Callable[[Callable[[], None]], None] | None = None,
         waiting: Callable[[], int] | None = None,
+        engine: Any = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -31,6 +33,8 @@ class Backend:
         self._healthy = healthy
         self._on_contended = on_contended
         self._waiting = waiting
+        # The local engine, whose tokenizer trims conversation history to its context.
+        self.engine = engine
         self._load = load
         self._close = close
         self._check_input = check_input

@@ -85,4 +85,5 @@ def build_local_backend(settings: Settings, base: ModelSettings) -> Backend:
         healthy=lambda: engine.ready,
         on_contended=lambda callback: setattr(engine, "on_contended", callback),
         waiting=lambda: engine.waiting,
+        engine=engine,
     )

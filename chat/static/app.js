@@ -1,5 +1,7 @@
 // Demo client for POST /chat/streams + EventSource. Plain JS, no build step, no dependencies.
 // State for people is in the text; state for tests is in data-* attributes on <main>.
+// Multi-turn: the conversation id lives in localStorage, the server keeps the history, and a
+// reload shows it again through GET /conversations/{id}.
 (() => {
   "use strict";
 
@@ -8,6 +10,8 @@
   const input = document.getElementById("message");
   const sendButton = document.getElementById("send");
   const stopButton = document.getElementById("stop");
+  const newChatButton = document.getElementById("new-chat");
+  const transcript = document.getElementById("transcript");
   const statusLine = document.getElementById("status");
   const answer = document.getElementById("answer");
   const errorBox = document.getElementById("error");
@@ -20,13 +24,63 @@
   let reconnects = 0;
   let answerText = null; // one Text node, appended to: no re-parsing, no HTML injection
   let generation = 0; // bumps per submit so callbacks of an older stream do nothing
+  let conversationId = null;
+
+  const STORAGE_KEY = "chat.conversationId";
+  const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+  // 128 random bits as hex. crypto.getRandomValues works on plain http too (randomUUID does not).
+  function newConversationId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function useConversation(id) {
+    conversationId = id;
+    main.dataset.conversationId = id;
+    try {
+      localStorage.setItem(STORAGE_KEY, id);
+    } catch {
+      // Storage refused (private mode, quota): the conversation lasts as long as the page.
+    }
+  }
+
+  function storedConversationId() {
+    try {
+      const id = localStorage.getItem(STORAGE_KEY);
+      return id !== null && CONVERSATION_ID.test(id) ? id : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function addTurn(role, text) {
+    const item = document.createElement("li");
+    item.className = `turn ${role === "user" ? "user" : "assistant"}`;
+    const label = document.createElement("span");
+    label.className = "role";
+    label.textContent = role === "user" ? "You" : "Assistant";
+    const body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text; // text, never HTML
+    item.append(label, body);
+    transcript.appendChild(item);
+  }
+
+  // The last answer joins the transcript when the next message is sent: the server saved it
+  // (as far as it got), so the page shows what the model will see.
+  function archiveAnswer() {
+    if (answerText !== null && answerText.data !== "") addTurn("assistant", answerText.data);
+  }
 
   function setState(state) {
     main.dataset.state = state;
     const busy = state === "starting" || state === "streaming";
     // aria-busy holds back screen-reader announcements until the answer is complete.
     answer.setAttribute("aria-busy", String(busy));
-    sendButton.disabled = busy;
+    sendButton.disabled = busy || state === "loading";
+    newChatButton.disabled = busy || state === "loading";
     stopButton.disabled = state !== "streaming";
   }
 
@@ -161,6 +215,7 @@
   }
 
   async function start(message) {
+    archiveAnswer();
     reset();
     const run = generation;
     setState("starting");
@@ -170,7 +225,7 @@
       response = await fetch("chat/streams", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ message }),
+        body: JSON.stringify({ message, conversation_id: conversationId }),
       });
     } catch {
       if (run === generation) fail("network_error", "Could not reach the server.");
@@ -194,6 +249,8 @@
       return;
     }
     streamUrl = new URL(created.events_url, document.baseURI).href;
+    addTurn("user", message);
+    input.value = "";
     setState("streaming");
     setStatus("Waiting for the first words\u2026");
     listen(streamUrl, run);
@@ -237,8 +294,63 @@
     }
   });
 
+  // After a reload: the turns the server kept for this page's conversation.
+  async function loadHistory() {
+    setState("loading");
+    setStatus("Loading the conversation\u2026");
+    main.dataset.history = "loading";
+    let response;
+    try {
+      response = await fetch(`conversations/${encodeURIComponent(conversationId)}`, {
+        headers: { Accept: "application/json" },
+      });
+    } catch {
+      response = null;
+    }
+    if (response !== null && response.status === 200) {
+      let body = null;
+      try {
+        body = await response.json();
+      } catch {
+        body = null;
+      }
+      const turns = body && Array.isArray(body.turns) ? body.turns : [];
+      for (const turn of turns) {
+        if (turn && typeof turn.text === "string") addTurn(turn.role, turn.text);
+      }
+      main.dataset.history = "loaded";
+      setStatus(turns.length ? "Conversation restored." : "Ready.");
+    } else if (response !== null && response.status === 404) {
+      main.dataset.history = "empty"; // new, expired or deleted: it starts with the next message
+      setStatus("Ready.");
+    } else {
+      main.dataset.history = "failed";
+      setStatus("Earlier messages could not be loaded.");
+    }
+    setState("idle");
+  }
+
+  function newChat() {
+    if (sendButton.disabled) return;
+    reset();
+    transcript.textContent = "";
+    useConversation(newConversationId());
+    main.dataset.history = "empty";
+    setStatus("New chat.");
+    setState("idle");
+    input.focus();
+  }
+
   stopButton.addEventListener("click", stop);
+  newChatButton.addEventListener("click", newChat);
 
   reset();
-  setState("idle");
+  const stored = storedConversationId();
+  useConversation(stored || newConversationId());
+  if (stored) {
+    loadHistory();
+  } else {
+    main.dataset.history = "empty";
+    setState("idle");
+  }
 })();

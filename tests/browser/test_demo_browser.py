@@ -354,3 +354,62 @@ def _access(line: str, path: str) -> dict[str, Any]:
     if record.get("event") == "request" and record.get("path") == path:
         return record
     return {}
+
+
+def _transcript(demo: Demo) -> list[tuple[str, str]]:
+    """(role class, text) of every message in the page's transcript, in order."""
+    rows = demo.page.evaluate(
+        """() => Array.from(document.querySelectorAll('#transcript .turn'), item => [
+              item.classList.contains('user') ? 'user' : 'assistant',
+              item.querySelector('.text').textContent,
+            ])"""
+    )
+    return [(role, text) for role, text in rows]
+
+
+def test_conversation_when_two_turns_then_reload_shows_both_and_new_chat_none(
+    demo: Demo, service: Service
+) -> None:
+    demo.open(service.base_url)
+    conversation_id = demo.data("conversation-id")
+    assert len(conversation_id) == 32
+    demo.ask("My name is Ada.")
+    demo.wait_state("done")
+    demo.ask("What is my name?")
+    demo.wait_state("done")
+    assert _transcript(demo) == [
+        ("user", "My name is Ada."),
+        ("assistant", EXPECTED),
+        ("user", "What is my name?"),
+    ]
+    assert demo.text("#answer") == EXPECTED
+    assert demo.page.input_value("#message") == ""
+
+    demo.page.reload()
+    demo.page.wait_for_function("() => document.getElementById('app').dataset.history === 'loaded'")
+    demo.wait_state("idle")
+    assert demo.data("conversation-id") == conversation_id
+    assert _transcript(demo) == [
+        ("user", "My name is Ada."),
+        ("assistant", EXPECTED),
+        ("user", "What is my name?"),
+        ("assistant", EXPECTED),
+    ]
+    assert demo.text("#answer") == ""
+    assert demo.text("#status") == "Conversation restored."
+    demo.screenshot("conversation-restored")
+
+    demo.page.get_by_role("button", name="New chat").click()
+    assert _transcript(demo) == []
+    assert demo.page.is_visible("#transcript-empty")
+    fresh = demo.data("conversation-id")
+    assert fresh != conversation_id
+    demo.page.reload()
+    demo.page.wait_for_function("() => document.getElementById('app').dataset.history === 'empty'")
+    demo.wait_state("idle")
+    assert demo.data("conversation-id") == fresh
+    assert _transcript(demo) == []
+    # The server still holds the old conversation; the page simply moved on from it.
+    old = service.base_url + f"/conversations/{conversation_id}"
+    assert len(demo.page.request.get(old).json()["turns"]) == 4
+    assert demo.problems == []

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +42,12 @@ class Service:
     def __init__(
         self, env: Mapping[str, str], *, wait_ready: bool = True, send_buffer: int | None = None
     ) -> None:
+        # Conversations go to a file under CHAT_DATA_DIR: a fresh directory per service unless
+        # the test names one (to restart on the same file), never the repository's ./data.
+        self._data_dir: str | None = None
+        if "CHAT_DATA_DIR" not in env:
+            self._data_dir = tempfile.mkdtemp(prefix="chat-data-")
+            env = {**env, "CHAT_DATA_DIR": self._data_dir}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if send_buffer is not None:
@@ -128,6 +136,8 @@ class Service:
         finally:
             self._sock.close()
             self._reader.join(5)
+            if self._data_dir is not None:
+                shutil.rmtree(self._data_dir, ignore_errors=True)
 
     def __enter__(self) -> Service:
         return self

@@ -47,6 +47,25 @@ def test_error_when_encoded_then_frame_matches_contract() -> None:
     )
 
 
+def test_terminal_events_when_conversation_named_then_conversation_id_last() -> None:
+    done = Done(
+        finish_reason="stop", usage=Usage(9, 2, 11), request_id="4f1c", conversation_id="c1"
+    )
+    assert encode_json(done) == (
+        b'{"type":"done","finish_reason":"stop",'
+        b'"usage":{"input_tokens":9,"output_tokens":2,"total_tokens":11},'
+        b'"request_id":"4f1c","conversation_id":"c1"}'
+    )
+    error = Error(
+        code="cancelled", message="m", retryable=False, request_id="r1", conversation_id="c1"
+    )
+    assert encode_json(error) == (
+        b'{"type":"error","code":"cancelled","message":"m","retryable":false,'
+        b'"request_id":"r1","conversation_id":"c1"}'
+    )
+    assert decode_json(encode_json(done)) == done
+
+
 @pytest.mark.parametrize(
     "text",
     ["line1\nline2", "cr\rlf\r\n", "\u2028sep\u2029", "emoji \U0001f600", 'quote " and \\', ""],

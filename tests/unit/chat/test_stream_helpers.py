@@ -30,4 +30,4 @@ def test_error_frame_when_store_unavailable_then_retryable_contract_event() -> N
     assert frame.endswith(b"\n\n")
     event = decode_json(data.strip())
     assert (event.code, event.retryable, event.request_id) == ("store_unavailable", True, "req-1")
-    assert event.message == "The stream store is unavailable; retry shortly."
+    assert event.message == "A data store is unavailable; retry shortly."

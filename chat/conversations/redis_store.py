@@ -1,0 +1,263 @@
+"""Conversations in Redis: the SDK's ``RedisSession`` for the items, plus two keys of ours.
+
+- ``{prefix}meta:{id}``: a hash with ``owner``, ``turns`` and ``bytes``; it expires
+  ``ttl`` after the last turn, and is refreshed after the SDK's session keys (which expire by
+  the SDK's own ``ttl``), so it never expires before them.
+- ``{prefix}lock:{id}``: the token of the run holding the conversation, ``SET NX PX``-style,
+  renewed while the run lasts: a dead worker's lock ends with its lifetime.
+
+Every check-and-set is one Lua script: atomic across workers, one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
+
+from agents.extensions.memory import RedisSession
+from agents.memory import Session
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from chat.conversations.store import (
+    Claim,
+    ConversationBusy,
+    ConversationFull,
+    ConversationNotFound,
+    Limits,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+
+KEY_PREFIX: Final = "chat:conv:"
+TIMEOUT_S: Final = 5.0
+
+# KEYS: meta, lock. ARGV: owner, token, lock ms, max turns, max bytes, added bytes, ttl ms.
+_CLAIM = """
+local meta = redis.call('HMGET', KEYS[1], 'owner', 'turns', 'bytes')
+if meta[1] and meta[1] ~= ARGV[1] then
+  return {'not_found', 0}
+end
+local held = redis.call('PTTL', KEYS[2])
+if held > 0 or held == -1 then
+  return {'busy', held}
+end
+local turns = tonumber(meta[2] or '0')
+local size = tonumber(meta[3] or '0')
+if turns >= tonumber(ARGV[4]) then
+  return {'full_turns', turns}
+end
+if size + tonumber(ARGV[6]) > tonumber(ARGV[5]) then
+  return {'full_bytes', size}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if not meta[1] then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'turns', 0, 'bytes', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  return {'fresh', 0}
+end
+return {'ok', turns}
+"""
+
+# KEYS: meta, lock. ARGV: token, owner, turns, bytes, ttl ms.
+_FINISH = """
+local held = redis.call('GET', KEYS[2]) == ARGV[1]
+if held then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSETNX', KEYS[1], 'owner', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'turns', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if held then return 1 end
+return 0
+"""
+
+# KEYS: lock. ARGV: token, lock ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lock. ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: meta, lock. ARGV: owner, token, lock ms.
+_LOCK_FOR_DELETE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return {'not_found', 0}
+end
+local held = redis.call('PTTL', KEYS[2])
+if held > 0 or held == -1 then
+  return {'busy', held}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return {'ok', 0}
+"""
+
+# KEYS: meta, lock. ARGV: token.
+_FORGET = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"""
+
+
+class RedisConversationStore:
+    """``ConversationStore`` on Redis: any worker or replica continues any conversation."""
+
+    def __init__(self, redis: Redis, limits: Limits, *, key_prefix: str = KEY_PREFIX) -> None:
+        self.limits = limits
+        self.key_prefix = key_prefix
+        self._redis = redis
+        self._lock_ms = max(1, round(limits.lock_ttl_s * 1000))
+        self._ttl_ms = max(1, round(limits.ttl_s * 1000))
+        self._claim = redis.register_script(_CLAIM)
+        self._finish = redis.register_script(_FINISH)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._lock_for_delete = redis.register_script(_LOCK_FOR_DELETE)
+        self._forget = redis.register_script(_FORGET)
+
+    @classmethod
+    def from_url(
+        cls, url: str, limits: Limits, *, key_prefix: str = KEY_PREFIX
+    ) -> RedisConversationStore:
+        """A client of its own; connections open on first use, each command bounded."""
+        redis = Redis.from_url(
+            url,
+            socket_connect_timeout=TIMEOUT_S,
+            # The SDK's session commands run inside its own cancellation-proof wrappers, so only
+            # a socket timeout bounds them when Redis hangs.
+            socket_timeout=TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        )
+        return cls(redis, limits, key_prefix=key_prefix)
+
+    def _keys(self, conversation_id: str) -> list[str]:
+        prefix = self.key_prefix
+        return [f"{prefix}meta:{conversation_id}", f"{prefix}lock:{conversation_id}"]
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(TIMEOUT_S * 2):
+                return await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"conversation store: {type(exc).__name__}") from None
+
+    async def open_session(self, conversation_id: str) -> Session:
+        return RedisSession(
+            conversation_id,
+            redis_client=self._redis,
+            key_prefix=f"{self.key_prefix}session",
+            ttl=max(1, math.ceil(self.limits.ttl_s)),
+        )
+
+    async def close_session(self, session: Session) -> None:
+        return None  # the client is ours and shared: nothing per session
+
+    async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
+        limits = self.limits
+        token = secrets.token_hex(16)
+        args: list[Any] = [
+            owner,
+            token,
+            self._lock_ms,
+            limits.max_turns,
+            limits.max_bytes,
+            add_bytes,
+            self._ttl_ms,
+        ]
+        status, value = await self._bounded(
+            self._claim(keys=self._keys(conversation_id), args=args)
+        )
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        if status == "not_found":
+            raise ConversationNotFound(conversation_id)
+        if status == "busy":
+            raise ConversationBusy(max(int(value), 0) / 1000)
+        if status == "full_turns":
+            raise ConversationFull("turns", limits.max_turns)
+        if status == "full_bytes":
+            raise ConversationFull("bytes", limits.max_bytes)
+        fresh = status == "fresh"
+        # A new record cannot tell a new conversation from an expired one whose items outlived
+        # it by a moment: clear the items before the first run.
+        return Claim(token=token, fresh=fresh, stale=fresh, turns=int(value))
+
+    async def renew(self, locks: list[tuple[str, str]]) -> list[str]:
+        if not locks:
+            return []
+
+        async def renew_all() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for conversation_id, token in locks:
+                await self._renew(
+                    keys=[self._keys(conversation_id)[1]], args=[token, self._lock_ms], client=pipe
+                )
+            return list(await pipe.execute())
+
+        results = await self._bounded(renew_all())
+        return [cid for (cid, _), ok in zip(locks, results, strict=True) if not ok]
+
+    async def finish(
+        self, conversation_id: str, token: str, *, owner: str, turns: int, add_bytes: int
+    ) -> bool:
+        held = await self._bounded(
+            self._finish(
+                keys=self._keys(conversation_id),
+                args=[token, owner, turns, add_bytes, self._ttl_ms],
+            )
+        )
+        return bool(held)
+
+    async def release(self, conversation_id: str, token: str) -> None:
+        await self._bounded(self._release(keys=[self._keys(conversation_id)[1]], args=[token]))
+
+    async def owned(self, conversation_id: str, owner: str) -> bool:
+        value = await self._bounded(self._redis.hget(self._keys(conversation_id)[0], "owner"))
+        return value is not None and value == owner.encode()
+
+    async def delete(self, conversation_id: str, owner: str) -> None:
+        token = secrets.token_hex(16)
+        keys = self._keys(conversation_id)
+        status, value = await self._bounded(
+            self._lock_for_delete(keys=keys, args=[owner, token, self._lock_ms])
+        )
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        if status == "not_found":
+            raise ConversationNotFound(conversation_id)
+        if status == "busy":
+            raise ConversationBusy(max(int(value), 0) / 1000)
+        session = await self.open_session(conversation_id)
+        await self._bounded(session.clear_session())
+        await self._bounded(self._forget(keys=keys, args=[token]))
+
+    async def secret(self) -> bytes:
+        key = f"{self.key_prefix}owner-key"
+        await self._bounded(self._redis.set(key, secrets.token_bytes(32), nx=True))
+        value = await self._bounded(self._redis.get(key))
+        if not value:
+            raise StoreUnavailable("conversation store: the owner key vanished")
+        return bytes(value)
+
+    async def purge_expired(self) -> int:
+        return 0  # Redis expires conversations by itself
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

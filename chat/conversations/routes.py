@@ -1,0 +1,66 @@
+"""``GET`` and ``DELETE /conversations/{id}``: the history as text, and removing it.
+
+Same rules as the stream routes: with ``CHAT_API_KEYS`` a key is needed (401), and a
+conversation of another key is ``404`` like an unknown one. A malformed id is ``422``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chat.conversations.edge import chat_error_for, is_conversation_id
+from chat.conversations.service import Conversations
+from chat.conversations.store import CONVERSATION_ERRORS
+from chat.endpoints import access_record, error_response, is_authorized, request_id_of
+from chat.errors import ChatError
+from chat.state import AppState
+
+_json: Final = msgspec.json.Encoder()
+_ID_DETAILS: Final = [
+    {"path": "conversation_id", "message": "expected 1-128 characters of A-Z, a-z, 0-9, _ and -"}
+]
+
+
+async def conversation_resource(request: Request) -> Response:
+    """``/conversations/{conversation_id}``: GET reads it, DELETE removes it."""
+    state: AppState = request.state.chat
+    request_id = request_id_of(request)
+    access = access_record(request)
+    conversation_id = request.path_params["conversation_id"]
+    if not is_authorized(request.headers.get("authorization"), state.settings.api_keys):
+        access["outcome"] = "unauthorized"
+        return error_response("unauthorized", request_id, headers={"WWW-Authenticate": "Bearer"})
+    if not is_conversation_id(conversation_id):
+        access["outcome"] = "invalid_request"
+        return error_response(
+            "invalid_request",
+            request_id,
+            message="The conversation id is malformed.",
+            details=_ID_DETAILS,
+        )
+    access["conversation_id"] = conversation_id
+    conversations: Conversations | None = state.conversations
+    assert conversations is not None, "the lifespan opens the conversation store"
+    owner = conversations.owner_for(request.headers.get("authorization"))
+    try:
+        if request.method == "DELETE":
+            await conversations.delete(conversation_id, owner)
+            access["outcome"] = "deleted"
+            return Response(status_code=204)
+        turns = await conversations.read(conversation_id, owner)
+    except CONVERSATION_ERRORS as exc:
+        error: ChatError = chat_error_for(exc, path="conversation_id")
+        access["outcome"] = error.code
+        return error_response(error.code, request_id, message=error.message, headers=error.headers)
+    access["outcome"] = "ok"
+    access["turns"] = len(turns)
+    body = {"conversation_id": conversation_id, "turns": turns, "request_id": request_id}
+    return Response(
+        _json.encode(body),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", "X-Conversation-ID": conversation_id},
+    )
