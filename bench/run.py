@@ -12,7 +12,8 @@ share the other. Each server is measured alone, the same way (phase 1 on its own
 4. a concurrency sweep for the plot (closed loop: each client starts its next stream at once).
 
 Then three variants of the service for the notes: the stock SDK model, the client's httpx
-transport instead of aiohttp, and the access log on.
+transport instead of aiohttp, and the access log on. Last, ``python -m chat --workers 1`` against
+``--workers 2``, unpinned (bench/workers.py).
 Prints one markdown table; writes bench/results/<date>.json and docs/bench.png.
 """
 
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import hey, report
+from bench import hey, report, workers
 from bench.servers import LOAD_CORE, ROOT, Server, Upstream
 from bench.sse_client import LoadResult, ProcSampler, Target, closed_loop, open_loop
 
@@ -52,6 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-rate", type=float, default=250.0, help="stream starts per second")
     parser.add_argument("--servers", default="service,naive,bare")
     parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
+    parser.add_argument(
+        "--workers", default="1,2", help="worker counts to compare, unpinned ('' skips)"
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args(argv)
@@ -218,6 +222,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
     finally:
         upstream.stop()
+    counts = [int(n) for n in args.workers.split(",") if n]
+    if counts:
+        print(f"workers: {counts}, unpinned", flush=True)
+        results["workers"] = await workers.measure_workers(
+            counts, body_path, args, log_dir=log_dir, service_env=service_env
+        )
     return results
 
 
@@ -246,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     print()
     print(report.extras(results))
+    print()
+    print(workers.report_lines(results))
     print()
     print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     print(f"plot: {PLOT_PATH.relative_to(ROOT)}" if drew else "plot: skipped (no matplotlib)")
