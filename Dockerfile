@@ -11,7 +11,7 @@
 #                 prints, the same portable flags as the project's virtualenvs (x86-64-v3:
 #                 AVX2/FMA/F16C, no -march=native, no AVX-512/AMX), so the image runs on CPUs other
 #                 than the build host's. "-DGGML_NATIVE=ON" tunes for the build machine only.
-#   VERSION, REVISION, SOURCE   the OCI labels' version, git commit and repository URL
+#   VERSION, REVISION  the OCI labels' version and git commit
 #
 # Optional BuildKit/podman secrets (never stored in a layer):
 #   pip_conf  a pip.conf used for the install (mirror/index settings); docker/build.sh writes one
@@ -133,14 +133,13 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "chat", "--host", "0.0.0.0", "--port", "8000"]
 
-# Last, so that a new commit rebuilds only this layer. docker/build.sh fills in the version
-# (pyproject.toml), the commit and, when the clone has one, the origin URL. No license label: the
-# project does not declare one yet.
+# Last, so that a new commit rebuilds only this layer. docker/build.sh sets the version
+# (pyproject.toml), the commit and, when the clone has one, the origin URL
+# (org.opencontainers.image.source) with --label as well. No license label: the project does not
+# declare one yet.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG SOURCE=
 LABEL org.opencontainers.image.title="streaming-chat" \
       org.opencontainers.image.description="A streaming chat API: POST a message, get the model's answer as Server-Sent Events (embedded SmolLM2 by default, any OpenAI-compatible provider by setting)." \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}"
+      org.opencontainers.image.revision="${REVISION}"

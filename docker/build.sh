@@ -52,7 +52,13 @@ if [[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)"
 fi
 source_url="$(git -C "$root" remote get-url origin 2>/dev/null || true)"
 build_args+=(--build-arg "VERSION=${version:-0.0.0}" --build-arg "REVISION=$revision")
-build_args+=(--build-arg "SOURCE=$source_url")
+# Also as --label, set on the final image whatever the cache holds: buildah 1.28 reuses a cached
+# LABEL layer even when the ARG it reads has changed (a new commit kept the old revision).
+build_args+=(--label "org.opencontainers.image.version=${version:-0.0.0}")
+build_args+=(--label "org.opencontainers.image.revision=$revision")
+if [[ -n "$source_url" ]]; then
+  build_args+=(--label "org.opencontainers.image.source=$source_url")
+fi
 
 # The llama-cpp-python wheel the host's virtualenv was installed from, if it has the flags this
 # build uses (scripts/llama-cmake-args.sh, as the Dockerfile runs it): passed as the build
@@ -62,7 +68,8 @@ if [[ "$LLAMA_WHEEL" != 0 ]]; then
   wheel_cache="${CHAT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/streaming-chat/wheels}"
   llama_version="$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' "$root/requirements.txt")"
   cmake_args="$(CHAT_LLAMA_NATIVE=0 bash "$root/scripts/llama-cmake-args.sh")"
-  for dir in "$wheel_cache/llama-cpp-python-$llama_version-"*/; do
+  for dir in "$wheel_cache/llama-cpp-python-$llama_version-"*; do
+    [[ -d "$dir" ]] || continue
     wheel="$(compgen -G "$dir/llama_cpp_python-$llama_version-*.whl" | head -n1 || true)"
     if [[ -n "$wheel" && "$(cat "$dir/cmake-args.txt" 2>/dev/null)" == "$cmake_args" ]]; then
       cp "$wheel" "$dir/cmake-args.txt" "$tmp/llama-wheel/"

@@ -49,6 +49,10 @@ missing=""
 for key in title description version revision; do
   [[ "$labels" == *"\"org.opencontainers.image.$key\":\""[^\"]* ]] || missing+=" $key"
 done
+head_rev="$(git -C "$here/.." rev-parse HEAD 2>/dev/null || true)"
+if [[ -n "$head_rev" && "$labels" != *"\"org.opencontainers.image.revision\":\"$head_rev"* ]]; then
+  missing+=" revision=$head_rev (this checkout's commit)"
+fi
 if [[ -z "$missing" ]]; then
   pass "OCI labels: $(printf '%s' "$labels" | tr -d '{}' | tr ',' '\n' | grep -E 'image\.(version|revision)' | tr '\n' ' ')"
 else
