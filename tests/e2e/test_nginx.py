@@ -243,7 +243,7 @@ def test_routes_through_nginx_when_requested_then_served_by_the_service_or_kept_
             reply = client.get(path, headers={"X-Request-ID": request_id})
             # Whatever the service answers, it was the service: it logged the request.
             assert reply.headers["x-request-id"] == request_id
-            assert reply.headers["content-type"].startswith("application/json")
+            assert "json" in reply.headers["content-type"]
             assert worker_of(service, request_id)
         request_id = new_id("metrics")
         reply = client.get("/metrics", headers={"X-Request-ID": request_id})
