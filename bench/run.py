@@ -24,6 +24,7 @@ limit itself.
 Then three variants of the service for the notes: the stock SDK model, the client's httpx
 transport instead of aiohttp, and the access log on; and the cost of metrics: the same build
 with ``CHAT_METRICS`` on and off, both servers up at once, hey alternating between them.
+Last, ``python -m chat --workers 1`` against ``--workers 2``, unpinned (bench/workers.py).
 Prints one markdown table; writes bench/results/<date>.json and docs/bench.png.
 """
 
@@ -38,7 +39,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, hey, report
+from bench import capacity, hey, report, workers
 from bench.servers import LOAD_CORE, ROOT, Server, Upstream
 from bench.sse_client import LoadResult, ProcSampler, Target, closed_loop, open_loop
 
@@ -73,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
     parser.add_argument("--metrics-rounds", type=int, default=6, help="on/off throughput rounds")
     parser.add_argument("--metrics-seconds", type=float, default=4.0, help="seconds per round")
+    parser.add_argument(
+        "--workers", default="1,2", help="worker counts to compare, unpinned ('' skips)"
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args(argv)
@@ -371,6 +375,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["metrics_cost"] = await measure_metrics_cost(upstream, body_path, log_dir, args)
     finally:
         upstream.stop()
+    counts = [int(n) for n in args.workers.split(",") if n]
+    if counts:
+        print(f"workers: {counts}, unpinned", flush=True)
+        results["workers"] = await workers.measure_workers(
+            counts, body_path, args, log_dir=log_dir, service_env=service_env
+        )
     return results
 
 
@@ -399,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     print()
     print(report.extras(results))
+    print()
+    print(workers.report_lines(results))
     print()
     print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     print(f"plot: {PLOT_PATH.relative_to(ROOT)}" if drew else "plot: skipped (no matplotlib)")

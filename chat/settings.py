@@ -79,6 +79,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     local_context: int = 2048
     local_queue: int = 4
     max_output_tokens: int | None = None  # local backend: 512 when unset
+    # `python -m chat` only (uvicorn's listen address and processes); the app ignores them.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
 
     def resolved_backend(self) -> Literal["openai", "local", "fake"]:
         """``auto`` means openai when it is configured, else the embedded default."""
@@ -248,6 +252,9 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHAT_LOCAL_CONTEXT": ("local_context", _int_range(128, 1_048_576)),
     "CHAT_LOCAL_QUEUE": ("local_queue", _int_range(0, 10_000)),
     "CHAT_MAX_OUTPUT_TOKENS": ("max_output_tokens", _int_range(1, 1_000_000)),
+    "CHAT_HOST": ("host", _text),
+    "CHAT_PORT": ("port", _int_range(0, 65535)),
+    "CHAT_WORKERS": ("workers", _int_range(1, 256)),
 }
 
 
@@ -273,6 +280,15 @@ def _check_consistency(settings: Settings) -> None:
     if settings.backend == "openai" and not (settings.openai_api_key or settings.openai_base_url):
         raise SettingsError(
             "CHAT_BACKEND: 'openai' expected OPENAI_API_KEY or OPENAI_BASE_URL to be set"
+        )
+    if settings.workers > 1 and not settings.redis_url:
+        # Stream logs and conversations live in one process without Redis: a reader that
+        # reconnects, or a conversation's next turn, would land on a worker that knows nothing
+        # of it. Refuse rather than serve 404s at random. (Sticky routing was the alternative:
+        # it needs the proxy's help, and a worker restart still loses its streams.)
+        raise SettingsError(
+            f"CHAT_WORKERS: {settings.workers} workers need REDIS_URL (streams and conversations "
+            "must be shared between workers); set REDIS_URL or run 1 worker"
         )
     for origin in settings.cors_origins:
         if origin != "*" and not origin.startswith(("http://", "https://")):

@@ -5,6 +5,9 @@
 #   BUILDER_IMAGE=streaming-chat-builder   also tag this build's builder stage (size/debugging); "" skips
 #   PIP_MIRROR=auto|0           auto: hand the host's pip settings (index URLs, find-links, CA) to
 #                               the build; 0: plain PyPI, no host settings
+#   LLAMA_WHEEL=auto|0          auto: reuse the host's llama-cpp-python wheel from the project's
+#                               wheel cache (scripts/install-venv.sh) when it was built with the
+#                               flags this build uses; 0: compile it in the build
 #
 # Needs the base image `python:3.11-slim` in local storage: pulled normally, or made by
 # docker/make-base-image.sh on machines without registry access.
@@ -22,6 +25,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 IMAGE="${IMAGE:-streaming-chat}"
 BUILDER_IMAGE="${BUILDER_IMAGE-streaming-chat-builder}"
 PIP_MIRROR="${PIP_MIRROR:-auto}"
+LLAMA_WHEEL="${LLAMA_WHEEL:-auto}"
 HOST_PYTHON="${HOST_PYTHON:-$(command -v python3 || true)}"
 
 if ! podman image exists python:3.11-slim; then
@@ -39,6 +43,42 @@ cleanup() {
 trap cleanup EXIT
 
 build_args=(--isolation chroot --format docker --network host --layers -f "$root/Dockerfile")
+
+# OCI labels: version from pyproject.toml, the commit, the origin URL when the clone has one.
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -n1)"
+revision="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+  revision="$revision-dirty"
+fi
+source_url="$(git -C "$root" remote get-url origin 2>/dev/null || true)"
+build_args+=(--build-arg "VERSION=${version:-0.0.0}" --build-arg "REVISION=$revision")
+# Also as --label, set on the final image whatever the cache holds: buildah 1.28 reuses a cached
+# LABEL layer even when the ARG it reads has changed (a new commit kept the old revision).
+build_args+=(--label "org.opencontainers.image.version=${version:-0.0.0}")
+build_args+=(--label "org.opencontainers.image.revision=$revision")
+if [[ -n "$source_url" ]]; then
+  build_args+=(--label "org.opencontainers.image.source=$source_url")
+fi
+
+# The llama-cpp-python wheel the host's virtualenv was installed from, if it has the flags this
+# build uses (scripts/llama-cmake-args.sh, as the Dockerfile runs it): passed as the build
+# context `llama-wheel`, so llama.cpp is not compiled a second time. An empty one otherwise.
+mkdir "$tmp/llama-wheel"
+if [[ "$LLAMA_WHEEL" != 0 ]]; then
+  wheel_cache="${CHAT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/streaming-chat/wheels}"
+  llama_version="$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' "$root/requirements.txt")"
+  cmake_args="$(CHAT_LLAMA_NATIVE=0 bash "$root/scripts/llama-cmake-args.sh")"
+  for dir in "$wheel_cache/llama-cpp-python-$llama_version-"*; do
+    [[ -d "$dir" ]] || continue
+    wheel="$(compgen -G "$dir/llama_cpp_python-$llama_version-*.whl" | head -n1 || true)"
+    if [[ -n "$wheel" && "$(cat "$dir/cmake-args.txt" 2>/dev/null)" == "$cmake_args" ]]; then
+      cp "$wheel" "$dir/cmake-args.txt" "$tmp/llama-wheel/"
+      echo "build.sh: reusing $wheel (same CMAKE_ARGS)" >&2
+      break
+    fi
+  done
+fi
+build_args+=(--build-context "llama-wheel=$tmp/llama-wheel")
 
 if [[ "$PIP_MIRROR" != 0 && -n "$HOST_PYTHON" ]] && "$HOST_PYTHON" -m pip --version >/dev/null 2>&1; then
   port="$("$HOST_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -119,8 +159,12 @@ podman build "${build_args[@]}" -t "$IMAGE" "$@" "$root" 2>&1 | tee "$tmp/build.
 end=$(date +%s)
 if [[ -n "$BUILDER_IMAGE" ]]; then
   # Tag the builder stage of this very build (for its size, or to debug it): its last layer is
-  # the last "--> ID" line before the runtime stage's first step. No second build needed.
-  builder_id="$(awk '/^\[2\/2\] STEP 1\// {print id; exit} /^--> [0-9a-f]+$/ {id = $2}' "$tmp/build.log")"
+  # the last "--> ID" line before the last stage's ("[N/N]") first step. No second build needed.
+  builder_id="$(awk '
+    match($0, /^\[[0-9]+\/[0-9]+\] STEP 1\//) {
+      split(substr($0, 2, index($0, "]") - 2), n, "/"); if (n[1] == n[2]) { print id; exit }
+    }
+    /^--> [0-9a-f]+$/ {id = $2}' "$tmp/build.log")"
   if [[ -n "$builder_id" ]]; then
     podman tag "$builder_id" "$BUILDER_IMAGE"
   else

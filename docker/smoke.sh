@@ -2,14 +2,19 @@
 # Smoke-test the built image with podman: docker/smoke.sh [extra `podman run` args, e.g. -e CHAT_BACKEND=fake]
 #
 # Runs the image detached on 127.0.0.1:$PORT, then checks, in order:
-#   1. /readyz answers 200 within $READY_TIMEOUT s (the embedded model loads in the background)
-#   2. /healthz is 200 and the image's HEALTHCHECK command passes (`podman healthcheck run`)
+#   0. the image carries its OCI labels (org.opencontainers.image.*)
+#   1. /readyz answers 200 within $READY_TIMEOUT s (the embedded model loads in the background),
+#      on the embedded `local` backend: no API key is given to the container
+#   2. /healthz is 200, the image's HEALTHCHECK command passes (`podman healthcheck run`) and
+#      podman then reports the container `healthy`
 #   3. POST /chat streams SSE with `event: delta` and a final `event: done` (curl -N)
 #   4. the server process runs as a non-root uid (`podman exec ... id -u`)
-#   5. no compiler/cmake in the final image (gcc, cc, g++, cmake, and none in the venv)
+#   5. no compiler/cmake in the final image (gcc, cc, g++, cmake, and none in the venv), and
+#      llama.cpp was built with the portable flags of scripts/llama-cmake-args.sh
 #   6. `podman stop` (SIGTERM) ends it within the grace period with exit status 0 (no SIGKILL)
-#   7. the same with a stream in flight (second container, CHAT_BACKEND=fake with slow tokens):
-#      the stream is closed with `done`/`error`, exit 0 within the grace (MIDSTREAM_CHECK=0 skips)
+#   7. the same with a stream in flight (second container, CHAT_BACKEND=fake with slow tokens,
+#      CHAT_SHUTDOWN_GRACE_S=1): the stream ends with an `error` event `shutting_down`, and the
+#      process exits 0 within the grace (MIDSTREAM_CHECK=0 skips)
 # The container is always removed at the end (the image is kept). Exit status 0 = all passed.
 #
 #   IMAGE=streaming-chat  PORT=18000  READY_TIMEOUT=180  STOP_GRACE=15  NAME=streaming-chat-smoke
@@ -38,6 +43,22 @@ trap cleanup EXIT
 command -v curl >/dev/null || { echo "smoke.sh: needs curl on the host" >&2; exit 2; }
 cleanup
 
+# 0. labels ------------------------------------------------------------------------------------
+labels="$("${podman[@]}" image inspect -f '{{json .Labels}}' "$IMAGE" 2>/dev/null || true)"
+missing=""
+for key in title description version revision; do
+  [[ "$labels" == *"\"org.opencontainers.image.$key\":\""[^\"]* ]] || missing+=" $key"
+done
+head_rev="$(git -C "$here/.." rev-parse HEAD 2>/dev/null || true)"
+if [[ -n "$head_rev" && "$labels" != *"\"org.opencontainers.image.revision\":\"$head_rev"* ]]; then
+  missing+=" revision=$head_rev (this checkout's commit)"
+fi
+if [[ -z "$missing" ]]; then
+  pass "OCI labels: $(printf '%s' "$labels" | tr -d '{}' | tr ',' '\n' | grep -E 'image\.(version|revision)' | tr '\n' ' ')"
+else
+  fail "OCI labels missing:$missing ($labels)"
+fi
+
 # --health-interval=disable: podman schedules healthchecks with systemd timers, which this host
 # lacks; the image's HEALTHCHECK is run explicitly below instead.
 quiet "${podman[@]}" run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" \
@@ -56,7 +77,7 @@ while ((SECONDS < deadline)); do
   sleep 1
 done
 if [[ "$code" == 200 ]]; then
-  pass "/readyz 200 after $((SECONDS - deadline + READY_TIMEOUT)) s"
+  pass "/readyz 200 after $((SECONDS - deadline + READY_TIMEOUT)) s: $(curl -s --max-time 2 "$base/readyz")"
   "${podman[@]}" logs "$NAME" 2>&1 | grep -m1 '"started"' | cut -c1-240 | sed 's/^/    | /' || true
 else
   fail "/readyz not 200 within ${READY_TIMEOUT} s (last: $code)"
@@ -68,10 +89,14 @@ fi
 code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/healthz" || true)"
 if [[ "$code" == 200 ]]; then pass "/healthz 200"; else fail "/healthz returned $code"; fi
 hc="$("${podman[@]}" image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || true)"
-if [[ "$hc" == *healthz* ]] && "${podman[@]}" healthcheck run "$NAME" >/dev/null 2>&1; then
-  pass "image HEALTHCHECK present and passing"
+health=""
+if [[ "$hc" == *healthz* ]] && quiet "${podman[@]}" healthcheck run "$NAME" >/dev/null; then
+  health="$("${podman[@]}" inspect -f '{{.State.Health.Status}}' "$NAME" 2>/dev/null || true)"
+fi
+if [[ "$health" == healthy ]]; then
+  pass "image HEALTHCHECK present and passing; podman reports the container $health"
 else
-  fail "image HEALTHCHECK missing or failing ($hc)"
+  fail "image HEALTHCHECK missing or failing (health '$health'; $hc)"
 fi
 
 # 3. a streamed answer -----------------------------------------------------------------------------
@@ -110,6 +135,13 @@ if [[ -z "$tools" ]]; then
 else
   fail "toolchain present: $tools"
 fi
+built="$("${podman[@]}" exec "$NAME" cat /opt/venv/llama-cpp-build.txt 2>/dev/null || echo '?')"
+expected="$(CHAT_LLAMA_NATIVE=0 bash "$here/../scripts/llama-cmake-args.sh" "$(uname -m)")"
+if [[ "$built" == "$expected" ]]; then
+  pass "llama.cpp built with the portable flags: $built"
+else
+  fail "llama.cpp built with '$built', expected '$expected'"
+fi
 
 # 6. graceful stop ---------------------------------------------------------------------------------
 t0=$SECONDS
@@ -128,6 +160,7 @@ if [[ "${MIDSTREAM_CHECK:-1}" == 1 ]]; then
   "${podman[@]}" rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
   quiet "${podman[@]}" run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" --stop-timeout "$STOP_GRACE" \
     --health-interval=disable -e CHAT_BACKEND=fake -e CHAT_FAKE_TOKENS=400 -e CHAT_FAKE_DELAY_MS=100 \
+    -e CHAT_SHUTDOWN_GRACE_S=1 \
     "$@" "$IMAGE" >/dev/null
   for _ in $(seq 60); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/readyz" || true)" == 200 ]] && break
@@ -144,11 +177,12 @@ if [[ "${MIDSTREAM_CHECK:-1}" == 1 ]]; then
   wait "$curl_pid" || true
   status="$("${podman[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")"
   last="$(grep '^event:' "$out" | tail -n1)"
+  last_data="$(grep '^data:' "$out" | tail -n1)"
   if [[ "$status" == 0 ]] && ((took < STOP_GRACE)) && grep -q '^event: delta' "$out" \
-      && [[ "$last" == "event: done" || "$last" == "event: error" ]]; then
-    pass "SIGTERM mid-stream: stream closed with '${last#event: }' after $(grep -c '^event: delta' "$out") deltas, exited 0 in ${took} s"
+      && [[ "$last" == "event: error" && "$last_data" == *'"code":"shutting_down"'* ]]; then
+    pass "SIGTERM mid-stream: after $(grep -c '^event: delta' "$out") deltas the stream ended with: ${last_data}; exited 0 in ${took} s"
   else
-    fail "SIGTERM mid-stream: exit $status after ${took} s, last event '${last}'"
+    fail "SIGTERM mid-stream: exit $status after ${took} s, last event '${last}' ${last_data}"
   fi
   rm -f "$out"
 fi

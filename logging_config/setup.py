@@ -12,7 +12,7 @@ import msgspec
 import structlog
 from structlog.processors import ExceptionRenderer
 from structlog.tracebacks import ExceptionDictTransformer
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from logging_config.dropped_readers import DroppedReaderFilter
 from logging_config.redaction import (
@@ -25,6 +25,7 @@ __all__ = [
     "FORMATS",
     "LEVELS",
     "LibraryDebugFilter",
+    "add_process_id",
     "configure_logging",
     "renderer",
     "shared_processors",
@@ -90,6 +91,12 @@ def _dumps(event_dict: Any, **_: Any) -> str:
         return json.dumps(event_dict, default=repr, skipkeys=True)
 
 
+def add_process_id(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """``pid``: with ``--workers N`` the lines of every worker share one stdout."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
 def _parse_level(level: str) -> int:
     try:
         return LEVELS[level.lower()]
@@ -111,6 +118,7 @@ def shared_processors(fmt: str = "json", log_content: bool = False) -> list[Proc
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
+        add_process_id,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.stdlib.add_logger_name,
         render_exception,

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,18 @@ class Service:
     """A running service process with its base URL and captured log lines."""
 
     def __init__(
-        self, env: Mapping[str, str], *, wait_ready: bool = True, send_buffer: int | None = None
+        self,
+        env: Mapping[str, str],
+        *,
+        wait_ready: bool = True,
+        send_buffer: int | None = None,
+        main_args: Sequence[str] | None = None,
     ) -> None:
+        """uvicorn on a socket made here; or, with ``main_args``, ``python -m chat`` itself.
+
+        ``python -m chat`` binds its port itself (``--workers N`` has the supervisor bind it), so
+        there the port is picked free and released just before: a small race, as for redis.
+        """
         # Conversations go to a file under CHAT_DATA_DIR: a fresh directory per service unless
         # the test names one (to restart on the same file), never the repository's ./data.
         self._data_dir: str | None = None
@@ -54,19 +64,28 @@ class Service:
             # Accepted connections inherit it (Linux): a stalled reader fills it in moments.
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(1024)
         self.port = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        fd = self._sock.fileno()
+        if main_args is None:
+            self._sock.listen(1024)
+            fd = self._sock.fileno()
+            command = [sys.executable, "-m", "uvicorn", "app:app", "--fd", str(fd)]
+            command.append("--no-access-log")
+            pass_fds: tuple[int, ...] = (fd,)
+        else:
+            self._sock.close()
+            command = [sys.executable, "-m", "chat", "--host", "127.0.0.1", "--port"]
+            command += [str(self.port), *main_args]
+            pass_fds = ()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app:app", "--fd", str(fd), "--no-access-log"],
+            command,
             cwd=ROOT,
             env=clean_env(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            pass_fds=(fd,),
+            pass_fds=pass_fds,
             text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -144,6 +163,11 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
+
+
+def parse_log_line(line: str) -> dict[str, Any] | None:
+    """One JSON log line as a dict; None for anything else."""
+    return _parse(line)
 
 
 def _parse(line: str) -> dict[str, Any] | None:

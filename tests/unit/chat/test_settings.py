@@ -87,3 +87,25 @@ def test_lists_and_booleans_when_loaded_then_parsed() -> None:
 def test_every_table_field_exists_on_settings() -> None:
     fields = set(Settings.__struct_fields__)
     assert {field for field, _ in SETTINGS_TABLE.values()} <= fields
+
+
+def test_several_workers_without_redis_when_loaded_then_one_line_naming_both_variables() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CHAT_WORKERS": "2"})
+    text = str(info.value)
+    assert text.startswith("CHAT_WORKERS: 2 workers need REDIS_URL")
+    assert "\n" not in text
+
+
+def test_several_workers_with_redis_when_loaded_then_accepted() -> None:
+    settings = load_settings({"CHAT_WORKERS": "4", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert settings.workers == 4
+    assert load_settings({}).workers == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("CHAT_WORKERS", "0"), ("CHAT_WORKERS", "two"), ("CHAT_PORT", "70000")]
+)
+def test_listen_settings_when_bad_then_one_line_naming_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}: expected an integer"):
+        load_settings({variable: value})
