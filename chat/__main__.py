@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     # Before any worker imports prometheus-client: with several, /metrics sums them all.
-    atexit.register(prepare_multiprocess_dir(args.workers if settings.metrics else 1))
+    atexit.register(prepare_multiprocess_dir(settings.workers if settings.metrics else 1))
     uvicorn.run(
         # An import string, not the app object: each worker process imports and builds its own.
         "app:app",
