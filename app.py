@@ -81,9 +81,10 @@ def create_app(
         if state.adaptive_limit is not None:
             adaptive = state.adaptive_limit
 
-            def observe(sample: Any) -> None:
-                adaptive.observe(sample)
-                recorder.limit_changed(state.slots.limit)  # chat_streams_limit follows it
+            def observe(sample: Any) -> int:
+                limit = adaptive.observe(sample)
+                recorder.limit_changed(limit)  # chat_streams_limit follows it
+                return limit
 
             tasks.append(asyncio.create_task(lag_sampler(observe), name="loop-lag"))
         if shared:

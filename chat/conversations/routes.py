@@ -1,7 +1,7 @@
 """``GET`` and ``DELETE /conversations/{id}``: the history as text, and removing it.
 
 Same rules as the stream routes: with ``CHAT_API_KEYS`` a key is needed (401), and a
-conversation of another key is ``404`` like an unknown one. A malformed id is ``422``.
+conversation of another key is ``404`` like an unknown one, and so is a malformed id.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from chat.errors import ChatError
 from chat.state import AppState
 
 _json: Final = msgspec.json.Encoder()
-_ID_DETAILS: Final = [
-    {"path": "conversation_id", "message": "expected 1-128 characters of A-Z, a-z, 0-9, _ and -"}
-]
 
 
 async def conversation_resource(request: Request) -> Response:
@@ -35,13 +32,10 @@ async def conversation_resource(request: Request) -> Response:
         access["outcome"] = "unauthorized"
         return error_response("unauthorized", request_id, headers={"WWW-Authenticate": "Bearer"})
     if not is_conversation_id(conversation_id):
-        access["outcome"] = "invalid_request"
-        return error_response(
-            "invalid_request",
-            request_id,
-            message="The conversation id is malformed.",
-            details=_ID_DETAILS,
-        )
+        # No conversation can have that id: unknown, like any other (the body's 422 is for ids
+        # a client sends to start one).
+        access["outcome"] = "not_found"
+        return error_response("not_found", request_id)
     access["conversation_id"] = conversation_id
     conversations: Conversations | None = state.conversations
     assert conversations is not None, "the lifespan opens the conversation store"
