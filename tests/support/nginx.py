@@ -11,7 +11,6 @@ logs and temp paths all live in the test's directory. nginx runs in the foregrou
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -19,8 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.support.executables import find_executable, require_executable
 from tests.support.service import ROOT
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -62,22 +60,12 @@ class Nginx:
 
 def nginx_path() -> str | None:
     """The nginx executable, or None when it is not installed."""
-    for candidate in CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
+    return find_executable(CANDIDATES)
 
 
 def require_nginx() -> str:
     """The executable; otherwise fail under CI and skip elsewhere, with how to install it."""
-    path = nginx_path()
-    if path is not None:
-        return path
-    reason = "nginx is not installed (apt-get install -y nginx)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip", pytrace=False)
-    pytest.skip(reason)
+    return require_executable(CANDIDATES, package="nginx", name="nginx")
 
 
 def render_site(conf: str, *, listen_port: int, upstream: str, access_log: Path) -> str:

@@ -7,8 +7,6 @@ skip, except under CI (``CI`` set), where a missing server is a failure, not a s
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from tests.support.executables import find_executable, require_executable
 
 CANDIDATES = ("redis-server", "/usr/bin/redis-server")
 START_TIMEOUT_S = 10.0
@@ -66,22 +64,12 @@ class RedisServer:
 
 def redis_server_path() -> str | None:
     """The redis-server executable, or None when it is not installed."""
-    for candidate in CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
+    return find_executable(CANDIDATES)
 
 
 def require_redis_server() -> str:
     """The executable; otherwise fail under CI and skip elsewhere, with how to install it."""
-    path = redis_server_path()
-    if path is not None:
-        return path
-    reason = "redis-server is not installed (apt-get install -y redis-server)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip", pytrace=False)
-    pytest.skip(reason)
+    return require_executable(CANDIDATES, package="redis-server", name="redis-server")
 
 
 @contextmanager
