@@ -28,7 +28,8 @@ from chat.metrics import Metrics
 from chat.models.errors import InputTooLongError
 from chat.openapi import document_bytes
 from chat.requests import decode_chat_request
-from chat.runner import RunControl, RunStats, stream_chat
+from chat.run.consumer import stream_chat
+from chat.run.control import RunControl, RunStats
 from chat.state import AppState
 from chat.stream_store import StoreUnavailable
 from chat.streams import StreamRun

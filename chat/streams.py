@@ -27,7 +27,7 @@ import structlog
 
 from chat.errors import spec_for
 from chat.events import ChatEvent, Delta, Error, encode_sse
-from chat.runner import RunControl, RunStats
+from chat.run.control import RunControl, RunStats
 from chat.stream_store import StoreUnavailable, StreamStore
 
 log = structlog.get_logger(__name__)

@@ -10,9 +10,10 @@ import pytest
 from agents import Agent, ModelSettings
 from agents.run_internal import agent_tool_configuration
 
-from chat.agent_pool import AgentPool
 from chat.models.fake import FakeModel
-from chat.runner import Deadlines, stream_chat
+from chat.run.agent_pool import AgentPool
+from chat.run.consumer import stream_chat
+from chat.run.deadlines import Deadlines
 
 pytestmark = pytest.mark.anyio
 

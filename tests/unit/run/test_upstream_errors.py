@@ -10,7 +10,7 @@ import openai
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from chat.upstream_errors import (
+from chat.run.upstream_errors import (
     UpstreamFailure,
     error_code_for,
     retry_after_of,

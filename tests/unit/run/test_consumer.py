@@ -14,15 +14,10 @@ from agents import Agent, ModelSettings
 from chat.events import ChatEvent, Delta, Done, Error
 from chat.models.fake import FakeModel, fake_tokens
 from chat.models.sdk_events import completed_event, created_event, text_delta_event
-from chat.runner import (
-    Deadlines,
-    RunControl,
-    RunStats,
-    TapModel,
-    Watchdog,
-    finish_reason_of,
-    stream_chat,
-)
+from chat.run.consumer import TapModel, stream_chat
+from chat.run.control import RunControl, RunStats
+from chat.run.deadlines import Deadlines, Watchdog
+from chat.run.mapping import finish_reason_of
 
 pytestmark = pytest.mark.anyio
 
