@@ -40,7 +40,8 @@ from chat.metrics import build_metrics
 from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
-from chat.stream_store import MemoryStreamStore, StreamStore
+from chat.streams.memory import MemoryStreamStore
+from chat.streams.store import StreamStore
 from logging_config import configure_logging
 from logging_config.access import AccessLogMiddleware
 from logging_config.correlation import CorrelationIdMiddleware
@@ -197,7 +198,7 @@ class DemoAssets(StaticFiles):
 async def open_stream_store(settings: Settings) -> tuple[StreamStore, bool]:
     """Redis Streams when REDIS_URL is set (readers may resume on any worker), else memory."""
     if settings.redis_url:
-        from chat.stream_store_redis import RedisStreamStore
+        from chat.streams.redis_store import RedisStreamStore
 
         store = await RedisStreamStore.connect(
             settings.redis_url,

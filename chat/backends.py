@@ -45,7 +45,7 @@ def build_backend(settings: Settings) -> Backend:
 def preflight(settings: Settings) -> None:
     """Check at start-up what would otherwise fail later: Redis, an unusable local model file."""
     if settings.redis_url:
-        from chat.stream_store_redis import check_redis_url
+        from chat.streams.redis_url import check_redis_url
 
         check_redis_url(settings.redis_url)
     if settings.resolved_backend() != "local":

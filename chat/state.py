@@ -16,8 +16,8 @@ from chat.metrics import Metrics, NoMetrics
 from chat.run.agent_pool import AgentPool
 from chat.run.deadlines import Deadlines
 from chat.settings import Settings
-from chat.stream_store import StreamStore
-from chat.streams import StreamManager, StreamRun
+from chat.streams.manager import StreamManager, StreamRun
+from chat.streams.store import StreamStore
 
 
 class AppState:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("chat", "logging_config")
 # Rooms below the HTTP layer: they must not know Starlette, sse-starlette or our HTTP modules.
-LOWER = ("chat.models", "chat.run", "chat.streams", "chat.stream_store", "chat.events")
+LOWER = ("chat.models", "chat.run", "chat.streams", "chat.events")
 HTTP = ("starlette", "sse_starlette", "uvicorn", "chat.endpoints", "app")
 # Leaves: they import nothing of ours.
 LEAVES = ("chat.events", "chat.errors", "chat.settings", "chat.models.errors")

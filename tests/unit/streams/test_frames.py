@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat.events import Delta, decode_json, encode_sse
-from chat.streams import error_frame, last_event_id
+from chat.streams.frames import error_frame, last_event_id
 
 
 @pytest.mark.parametrize(

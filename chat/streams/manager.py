@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, Final
@@ -25,40 +24,14 @@ from typing import Any, Final
 import anyio
 import structlog
 
-from chat.errors import spec_for
-from chat.events import ChatEvent, Delta, Error, encode_sse
+from chat.events import ChatEvent, Delta, encode_sse
 from chat.run.control import RunControl, RunStats
-from chat.stream_store import StoreUnavailable, StreamStore
+from chat.streams.frames import error_frame, last_event_id, new_stream_id
+from chat.streams.store import StoreUnavailable, StreamStore
 
 log = structlog.get_logger(__name__)
 
 FIRST_READER_S: Final = 10.0
-_ID_FIELD: Final = b"\nid: "
-
-
-def error_frame(code: str, request_id: str, event_id: int) -> bytes:
-    """The SSE frame of a terminal ``error`` event with the contract's message for ``code``."""
-    spec = spec_for(code)
-    event = Error(code=code, message=spec.message, retryable=spec.retryable, request_id=request_id)
-    return encode_sse(event, event_id)
-
-
-def last_event_id(chunk: bytes, default: int) -> int:
-    """The id of the last frame in ``chunk`` (frames as ``encode_sse`` writes them)."""
-    start = chunk.rfind(_ID_FIELD)
-    if start < 0:
-        return default
-    start += len(_ID_FIELD)
-    end = chunk.find(b"\n", start)
-    try:
-        return int(chunk[start : end if end >= 0 else len(chunk)])
-    except ValueError:
-        return default
-
-
-def new_stream_id() -> str:
-    """128 random bits, URL-safe: holding the id is what grants reading the stream."""
-    return secrets.token_urlsafe(16)
 
 
 class StreamRun:
