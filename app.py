@@ -21,7 +21,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from chat.backends import Backend, build_backend, preflight
 from chat.conversations.routes import conversation_resource
 from chat.conversations.service import Conversations, check_data_dir
 from chat.cors import AllowlistCORSMiddleware
@@ -37,6 +36,9 @@ from chat.endpoints import (
 )
 from chat.loop_lag import LagSampler, sample_loop_lag
 from chat.metrics import build_metrics
+from chat.models.backend import Backend
+from chat.models.registry import build_backend
+from chat.preflight import preflight
 from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState

@@ -2,8 +2,8 @@
 
 The HTTP server never loads llama.cpp: a native crash (a CPU kernel that faults, an OOM kill)
 would take every open stream and the server down with it. As vLLM keeps its engine core apart
-from its API server, ``LocalEngine`` starts ``chat.models.local_worker`` as a child process and
-speaks length-prefixed msgpack frames with it over pipes (``local_protocol.py``): one frame per
+from its API server, ``LocalEngine`` starts ``chat.models.local.worker`` as a child process and
+speaks length-prefixed msgpack frames with it over pipes (``protocol.py``): one frame per
 token, read by one task here. When the worker dies, every request it held ends with
 ``EngineCrashedError`` (``upstream_unavailable``, retryable), ``ready`` turns false, and a new
 worker is started and loads the model by itself. Prompt and answer text are never logged.
@@ -26,14 +26,14 @@ from typing import Final
 import msgspec
 import structlog
 
-from chat.models import local_protocol as proto
 from chat.models.errors import ModelFailedError, ModelUnavailableError
-from chat.models.local_files import (
+from chat.models.local import protocol as proto
+from chat.models.local.files import (
     LocalModelError,
     default_model_path,
     validate_model_file,
 )
-from chat.models.local_worker import WorkerConfig
+from chat.models.local.worker import WorkerConfig
 
 __all__ = [
     "DEFAULT_CONTEXT_TOKENS",
@@ -63,7 +63,7 @@ DEFAULT_TOP_P: Final = 0.95
 _EXIT_WAIT_S: Final = 5.0
 _RESTART_DELAY_S: Final = (0.2, 10.0)  # first delay, and the most it backs off to
 _STDERR_LINE_CHARS: Final = 500
-_PACKAGE_ROOT: Final = Path(__file__).resolve().parents[2]  # the folder that holds chat/
+_PACKAGE_ROOT: Final = Path(__file__).resolve().parents[3]  # the folder that holds chat/
 
 ChatMessage = proto.Message
 Finished = proto.Finished
@@ -299,7 +299,7 @@ class LocalEngine:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "chat.models.local_worker",
+            "chat.models.local.worker",
             msgspec.json.encode(config).decode(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

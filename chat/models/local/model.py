@@ -1,6 +1,6 @@
 """The embedded local model as an Agents SDK ``Model``: Responses events over ``LocalEngine``.
 
-The engine (``local_engine.py``) owns the llama.cpp worker process and the FIFO of requests;
+The engine (``engine.py``) owns the llama.cpp worker process and the FIFO of requests;
 this module turns Responses-format input into chat messages and the engine's text pieces into
 the events the Runner expects.
 """
@@ -18,7 +18,7 @@ from agents.handoffs import Handoff
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from chat.models.local_engine import (
+from chat.models.local.engine import (
     DEFAULT_CONTEXT_TOKENS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,

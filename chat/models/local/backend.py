@@ -12,13 +12,13 @@ from agents import ModelSettings
 
 from chat.models.backend import Backend
 from chat.models.errors import InputTooLongError
-from chat.models.local import LocalModel
-from chat.models.local_engine import (
+from chat.models.local.engine import (
     LocalEngine,
     LocalModelError,
     default_model_path,
     validate_model_file,
 )
+from chat.models.local.model import LocalModel
 from chat.settings import Settings, SettingsError
 
 DEFAULT_MAX_OUTPUT_TOKENS: Final = 512

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from chat.models.arrivals import Arrivals
+from chat.models.openai.arrivals import Arrivals
 
 pytestmark = pytest.mark.anyio
 

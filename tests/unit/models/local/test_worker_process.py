@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from chat.models.local_engine import (
+from chat.models.local.engine import (
     EngineCrashedError,
     EngineNotReadyError,
     Finished,

@@ -1,8 +1,8 @@
 """The llama.cpp worker process: one model, one generation at a time, jobs over stdin.
 
-Started by ``LocalEngine`` as ``python -m chat.models.local_worker CONFIG_JSON``. It reads
+Started by ``LocalEngine`` as ``python -m chat.models.local.worker CONFIG_JSON``. It reads
 ``Generate``/``Cancel``/``Count`` frames from stdin on a reader thread and answers on stdout
-(``local_protocol.py``). llama.cpp contexts are not thread-safe, so every evaluation runs on the
+(``protocol.py``). llama.cpp contexts are not thread-safe, so every evaluation runs on the
 main thread, taking jobs from a FIFO; a ``Cancel`` sets the job's event, which stops generation
 within a token (an abort callback also interrupts a long prompt evaluation). End of stdin means
 the service closed us or died: the worker exits. Prompt and answer text are never logged.
@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from chat.models import local_protocol as proto
+from chat.models.local import protocol as proto
 
 _EXIT_AFTER_EOF_S: Final = 2.0
 # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation.

@@ -4,7 +4,7 @@ The client still owns transport, auth, retries and errors: the request goes out 
 public ``client.post(..., stream=True)``, so a 4xx/5xx raises the same ``APIStatusError``
 subclasses after the same retries as the stock models. (``chat.completions.create`` would add
 its parameter transform, ~0.6 ms of CPU per request here, for a body we build ourselves.) Only
-the 200 body is read here: its SSE lines are decoded with msgspec (``openai_wire``) instead of
+the 200 body is read here: its SSE lines are decoded with msgspec (``wire.py``) instead of
 one pydantic model per event, and the few SDK events the Runner needs are built directly
 (``sdk_events``). Deltas that arrive in one network read leave as one event.
 
@@ -31,8 +31,8 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseStreamEvent
 
-from chat.models.arrivals import Arrivals
-from chat.models.openai_wire import (
+from chat.models.openai.arrivals import Arrivals
+from chat.models.openai.wire import (
     ChatCompletionsDecoder,
     ResponsesDecoder,
     StreamDecoder,

@@ -1,4 +1,4 @@
-"""Settings -> the model backend the settings ask for; start-up checks of what it needs."""
+"""Settings -> the model backend the settings ask for: fake, local or openai."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from chat.models.backend import Backend
 from chat.models.fake import FakeModel
 from chat.settings import Settings
 
-__all__ = ["Backend", "build_backend", "preflight"]
-
 log = structlog.get_logger(__name__)
 
 
@@ -20,12 +18,12 @@ def build_backend(settings: Settings) -> Backend:
     # Without include_usage, Chat Completions streams from compatible servers report zero usage.
     base = ModelSettings(include_usage=True, max_tokens=settings.max_output_tokens)
     if name == "openai":
-        from chat.models.openai import build_openai_backend
+        from chat.models.openai.backend import build_openai_backend
 
         return build_openai_backend(settings, base)
     if name == "local":
         try:
-            from chat.models.local_backend import build_local_backend
+            from chat.models.local.backend import build_local_backend
         except ImportError as exc:
             if settings.backend == "local":
                 raise
@@ -40,18 +38,3 @@ def build_backend(settings: Settings) -> Backend:
             return build_local_backend(settings, base)
     model = FakeModel(tokens=settings.fake_tokens, delay_s=settings.fake_delay_ms / 1000)
     return Backend(name="fake", model=model, model_settings=base)
-
-
-def preflight(settings: Settings) -> None:
-    """Check at start-up what would otherwise fail later: Redis, an unusable local model file."""
-    if settings.redis_url:
-        from chat.streams.redis_url import check_redis_url
-
-        check_redis_url(settings.redis_url)
-    if settings.resolved_backend() != "local":
-        return
-    try:
-        from chat.models.local_backend import check_model_file
-    except ImportError:
-        return  # build_backend falls back to fake, loudly, or raises for CHAT_BACKEND=local
-    check_model_file(settings)

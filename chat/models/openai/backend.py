@@ -7,7 +7,7 @@ from agents import Model, ModelSettings, OpenAIChatCompletionsModel, OpenAIRespo
 from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 
 from chat.models.backend import Backend
-from chat.models.openai_fast import build_fast_openai_model
+from chat.models.openai.fast import build_fast_openai_model
 from chat.settings import Settings
 
 

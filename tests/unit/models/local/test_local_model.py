@@ -19,7 +19,8 @@ from agents import Agent, ModelSettings, RunConfig, Runner
 from agents.stream_events import RawResponsesStreamEvent
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-from chat.models.local import (
+from chat.models.local.engine import Finished, SamplingParams, build_messages
+from chat.models.local.model import (
     ContextOverflowError,
     EngineNotReadyError,
     EngineOverloadedError,
@@ -31,8 +32,7 @@ from chat.models.local import (
     to_chat_messages,
     validate_model_file,
 )
-from chat.models.local_engine import Finished, SamplingParams, build_messages
-from chat.models.local_protocol import Ended, Started
+from chat.models.local.protocol import Ended, Started
 from chat.settings import DEFAULT_INSTRUCTIONS
 
 # The service's own instructions: under the bare "You are a helpful assistant." greedy decoding

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai import AsyncOpenAI
 
-from chat.models.openai_fast import (
+from chat.models.openai.fast import (
     FastOpenAIModel,
     chat_completions_body,
     request_options,
     responses_body,
 )
-from chat.models.openai_wire import (
+from chat.models.openai.wire import (
     MAX_LINE_BYTES,
     ChatCompletionsDecoder,
     ResponsesDecoder,

@@ -1,6 +1,6 @@
 """Frames between the service and its llama.cpp worker process, and their byte framing.
 
-The engine runs in a child process (``local_worker.py``) so that a native crash in llama.cpp
+The engine runs in a child process (``worker.py``) so that a native crash in llama.cpp
 (a segfault in a CPU kernel, an OOM kill) ends one process we can restart, not the HTTP server.
 Both sides speak length-prefixed msgpack frames over the child's stdin and stdout: a 4-byte
 big-endian length, then one tagged msgspec Struct. Pure code, no I/O: both sides import it.
