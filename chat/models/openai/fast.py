@@ -26,8 +26,6 @@ import openai
 from agents import Model, ModelSettings, ModelTracing
 from agents.exceptions import UserError
 from agents.items import ItemHelpers
-from agents.models.chatcmpl_converter import Converter
-from agents.models.fake_id import FAKE_RESPONSES_ID
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseStreamEvent
 
@@ -42,6 +40,12 @@ from chat.models.sdk_events import (
     completed_event,
     created_event,
     text_delta_event,
+)
+from chat.seams import (
+    FAKE_RESPONSES_ID,
+    Converter,
+    openai_request_options,
+    set_provider_request_id,
 )
 
 OpenAIApi = Literal["responses", "chat_completions"]
@@ -101,7 +105,7 @@ class FastOpenAIModel(StreamedModel):
             self._path,
             cast_to=httpx2.Response,
             body=body,
-            options=request_options(model_settings),
+            options=openai_request_options(model_settings),
             stream=True,
         )
         request = response.request
@@ -147,7 +151,7 @@ class FastOpenAIModel(StreamedModel):
             finish_reason=decoder.finish_reason or "stop",
         )
         # The Runner copies this onto ModelResponse.request_id, as it does for the stock models.
-        completed.response._request_id = response.headers.get("x-request-id")
+        set_provider_request_id(completed.response, response.headers.get("x-request-id"))
         yield completed
 
 
@@ -223,18 +227,6 @@ def responses_body(
     _put(body, "max_output_tokens", settings.max_tokens)
     _put(body, "truncation", settings.truncation)
     return _common(body, settings)
-
-
-def request_options(settings: ModelSettings) -> dict[str, Any]:
-    """Per-request client options: our headers (X-Request-ID) and query; extra body fields."""
-    options: dict[str, Any] = {"security": {"bearer_auth": True}}
-    if settings.extra_headers:
-        options["headers"] = settings.extra_headers
-    if settings.extra_query:
-        options["params"] = settings.extra_query
-    if settings.extra_body:
-        options["extra_json"] = settings.extra_body
-    return options
 
 
 def _common(body: dict[str, Any], settings: ModelSettings) -> dict[str, Any]:

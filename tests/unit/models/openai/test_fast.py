@@ -20,7 +20,6 @@ from openai import AsyncOpenAI
 from chat.models.openai.fast import (
     FastOpenAIModel,
     chat_completions_body,
-    request_options,
     responses_body,
 )
 from chat.models.openai.wire import (
@@ -30,6 +29,7 @@ from chat.models.openai.wire import (
     StreamDecoder,
 )
 from chat.models.sdk_events import completed_event
+from chat.seams import openai_request_options
 
 # --- wire fixtures ----------------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class TestRequestBodies:
 
     def test_request_options_when_extra_headers_then_sent_with_bearer_auth(self) -> None:
         settings = ModelSettings(extra_headers={"X-Request-ID": "r1"}, extra_query={"q": "1"})
-        assert request_options(settings) == {
+        assert openai_request_options(settings) == {
             "security": {"bearer_auth": True},
             "headers": {"X-Request-ID": "r1"},
             "params": {"q": "1"},
