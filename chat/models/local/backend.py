@@ -12,12 +12,8 @@ from agents import ModelSettings
 
 from chat.models.backend import Backend
 from chat.models.errors import InputTooLongError
-from chat.models.local.engine import (
-    LocalEngine,
-    LocalModelError,
-    default_model_path,
-    validate_model_file,
-)
+from chat.models.local.engine import LocalEngine
+from chat.models.local.files import LocalModelError, default_model_path, validate_model_file
 from chat.models.local.model import LocalModel
 from chat.settings import Settings, SettingsError
 

@@ -2,9 +2,9 @@
 
 The HTTP server never loads llama.cpp: a native crash (a CPU kernel that faults, an OOM kill)
 would take every open stream and the server down with it. As vLLM keeps its engine core apart
-from its API server, ``LocalEngine`` starts ``chat.models.local.worker`` as a child process and
-speaks length-prefixed msgpack frames with it over pipes (``protocol.py``): one frame per
-token, read by one task here. When the worker dies, every request it held ends with
+from its API server, ``LocalEngine`` starts ``chat.models.local.worker`` as a child process
+(``process.py``) and speaks length-prefixed msgpack frames with it over pipes (``protocol.py``):
+one frame per token, read by one task here. When the worker dies, every request it held ends with
 ``EngineCrashedError`` (``upstream_unavailable``, retryable), ``ready`` turns false, and a new
 worker is started and loads the model by itself. Prompt and answer text are never logged.
 """
@@ -15,96 +15,32 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
-import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import msgspec
 import structlog
 
-from chat.models.errors import ModelFailedError, ModelUnavailableError
 from chat.models.local import protocol as proto
-from chat.models.local.files import (
-    LocalModelError,
-    default_model_path,
-    validate_model_file,
+from chat.models.local.files import LocalModelError, validate_model_file
+from chat.models.local.jobs import (
+    ChatMessage,
+    EngineCrashedError,
+    EngineNotReadyError,
+    EngineOverloadedError,
+    Finished,
+    GenerationError,
+    SamplingParams,
+    build_messages,
+    failure_of,
 )
-from chat.models.local.worker import WorkerConfig
-
-__all__ = [
-    "DEFAULT_CONTEXT_TOKENS",
-    "ChatMessage",
-    "ContextOverflowError",
-    "EngineCrashedError",
-    "EngineNotReadyError",
-    "EngineOverloadedError",
-    "Finished",
-    "GenerationError",
-    "LocalEngine",
-    "LocalModelError",
-    "SamplingParams",
-    "build_messages",
-    "default_model_path",
-    "validate_model_file",
-]
+from chat.models.local.process import WorkerProcess, exit_reason, read_report
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONTEXT_TOKENS: Final = 2048
-# Greedy decoding by default: at llama.cpp's chat default (0.2) SmolLM2-135M answers simple
-# factual questions wrongly in about half of the runs.
-DEFAULT_TEMPERATURE: Final = 0.0
-DEFAULT_TOP_P: Final = 0.95
-# The worker exits within a token of its stdin closing, and by itself after 2 s at the most.
-_EXIT_WAIT_S: Final = 5.0
 _RESTART_DELAY_S: Final = (0.2, 10.0)  # first delay, and the most it backs off to
-_STDERR_LINE_CHARS: Final = 500
-_PACKAGE_ROOT: Final = Path(__file__).resolve().parents[3]  # the folder that holds chat/
-
-ChatMessage = proto.Message
-Finished = proto.Finished
-
-
-class ContextOverflowError(ModelFailedError):
-    """The prompt does not fit the context window."""
-
-    def __init__(self, prompt_tokens: int, context_size: int) -> None:
-        super().__init__(
-            f"prompt is {prompt_tokens} tokens, the context window holds {context_size} "
-            "including the answer"
-        )
-        self.prompt_tokens = prompt_tokens
-        self.context_size = context_size
-
-
-class EngineOverloadedError(ModelUnavailableError):
-    """More requests than one generating plus ``max_queue`` waiting."""
-
-
-class EngineNotReadyError(ModelUnavailableError):
-    """The model is not loaded, or the engine is closed."""
-
-
-class EngineCrashedError(ModelUnavailableError):
-    """The worker process died while it held this request."""
-
-
-class GenerationError(ModelFailedError):
-    """llama.cpp failed while generating; the message is safe to show."""
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """How one generation samples and when it stops."""
-
-    max_tokens: int
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-
 
 JobObserver = Callable[[proto.Started | proto.Ended], None]
 _Item = str | proto.Finished | proto.Failed | Exception
@@ -135,9 +71,8 @@ class LocalEngine:
         self.max_output_tokens = max_output_tokens
         self._context = context
         self._max_queue = max_queue
-        self._process: asyncio.subprocess.Process | None = None
+        self._worker: WorkerProcess | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
         self._jobs: dict[int, asyncio.Queue[_Item]] = {}
         self._counts: dict[int, asyncio.Future[int]] = {}
         self._ids = itertools.count(1)
@@ -177,8 +112,8 @@ class LocalEngine:
     @property
     def worker_pid(self) -> int | None:
         """The worker process's pid while one runs."""
-        process = self._process
-        return process.pid if process is not None and process.returncode is None else None
+        worker = self._worker
+        return worker.pid if worker is not None and worker.alive else None
 
     async def load(self) -> None:
         """Start the worker and wait until it has loaded the model; raises LocalModelError.
@@ -275,7 +210,7 @@ class LocalEngine:
                     return
                 elif type(item) is proto.Failed:
                     finished = True
-                    raise _failure(item)
+                    raise failure_of(item)
                 else:
                     assert isinstance(item, Exception)
                     finished = True
@@ -292,31 +227,19 @@ class LocalEngine:
             raise EngineNotReadyError("the local model is not loaded")
 
     async def _start_worker(self) -> None:
-        config = WorkerConfig(
+        config = proto.WorkerConfig(
             model_path=str(self.path), threads=self.threads, context=self._context
         )
         started = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "chat.models.local.worker",
-            msgspec.json.encode(config).decode(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=_worker_environment(),
-        )
-        self._process = process
-        assert process.stdout is not None and process.stderr is not None
-        self._stderr_task = asyncio.create_task(_log_stderr(process.stderr, process.pid))
-        first = await _read_report(process.stdout)
+        self._worker = worker = await WorkerProcess.spawn(config)
+        first = await read_report(worker.reports)
         if type(first) is proto.LoadFailed:
             raise LocalModelError(first.message)
         if type(first) is not proto.Loaded:
-            code = await process.wait()
+            code = await worker.wait()
             raise LocalModelError(
                 f"model file {str(self.path)!r} could not be loaded: the model worker "
-                f"exited ({_exit_reason(code)})"
+                f"exited ({exit_reason(code)})"
             )
         self._ready = True
         log.info(
@@ -326,40 +249,30 @@ class LocalEngine:
             threads=self.threads,
             context=self._context,
             load_s=round(time.perf_counter() - started, 3),
-            worker_pid=process.pid,
+            worker_pid=worker.pid,
             system_info=first.system_info.strip(),
         )
 
     async def _stop_worker(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None and not process.stdin.is_closing():
-            process.stdin.close()  # the worker's reader sees the end and the worker exits
-        try:
-            await asyncio.wait_for(process.wait(), _EXIT_WAIT_S)
-        except TimeoutError:
-            log.warning("local_worker_kill", worker_pid=process.pid, waited_s=_EXIT_WAIT_S)
-            process.kill()
-            await process.wait()
-        if self._stderr_task is not None:
-            await asyncio.gather(self._stderr_task, return_exceptions=True)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
 
     async def _supervise(self) -> None:
         """Route the worker's reports; when it dies, fail what it held and start another."""
         delay = _RESTART_DELAY_S[0]
         while not self._closed:
-            process = self._process
-            assert process is not None and process.stdout is not None
-            await self._route_reports(process.stdout)
+            worker = self._worker
+            assert worker is not None
+            await self._route_reports(worker.reports)
             self._ready = False
-            code = await process.wait()
+            code = await worker.wait()
             if self._closed:
                 return
             log.error(
                 "local_worker_died",
-                worker_pid=process.pid,
-                exit=_exit_reason(code),
+                worker_pid=worker.pid,
+                exit=exit_reason(code),
                 open_requests=len(self._jobs),
             )
             self._fail_all(EngineCrashedError("the local model stopped unexpectedly"))
@@ -380,7 +293,7 @@ class LocalEngine:
     async def _route_reports(self, stdout: asyncio.StreamReader) -> None:
         jobs, counts = self._jobs, self._counts
         while True:
-            report = await _read_report(stdout)
+            report = await read_report(stdout)
             if report is None:
                 return
             kind = type(report)
@@ -410,61 +323,10 @@ class LocalEngine:
                 counted.set_exception(error)
 
     def _send(self, command: proto.Command) -> None:
-        process = self._process
-        if process is None or process.stdin is None or process.stdin.is_closing():
+        worker = self._worker
+        if worker is None or not worker.send(command):
             raise EngineNotReadyError("the local model is not loaded")
-        process.stdin.write(proto.frame(command))
 
     def _send_quietly(self, command: proto.Command) -> None:
         with contextlib.suppress(EngineNotReadyError, OSError):  # no worker: nothing to cancel
             self._send(command)
-
-
-async def _read_report(stdout: asyncio.StreamReader) -> proto.Report | None:
-    """The next frame from the worker; None when it has gone (end of pipe, or garbage)."""
-    try:
-        header = await stdout.readexactly(proto.HEADER.size)
-        body = await stdout.readexactly(proto.body_length(header))
-        return proto.report_decoder.decode(body)
-    except (asyncio.IncompleteReadError, ValueError, msgspec.DecodeError):
-        return None
-
-
-async def _log_stderr(stderr: asyncio.StreamReader, pid: int) -> None:
-    """The worker's stray output (a native crash report, say) as log lines."""
-    while line := await stderr.readline():
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            log.warning("local_worker_output", worker_pid=pid, line=text[:_STDERR_LINE_CHARS])
-
-
-def _worker_environment() -> dict[str, str]:
-    """This environment, with our package importable whatever the working directory is."""
-    env = dict(os.environ)
-    root = str(_PACKAGE_ROOT)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-def _failure(report: proto.Failed) -> Exception:
-    if report.kind == "overflow":
-        return ContextOverflowError(report.prompt_tokens, report.context)
-    return GenerationError(f"the local model {report.message}")
-
-
-def build_messages(instructions: str | None, message: str) -> list[ChatMessage]:
-    """The chat messages for a single-turn request: optional system, then the user."""
-    messages: list[ChatMessage] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    messages.append({"role": "user", "content": message})
-    return messages

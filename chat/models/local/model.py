@@ -18,8 +18,9 @@ from agents.handoffs import Handoff
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from chat.models.local.engine import (
-    DEFAULT_CONTEXT_TOKENS,
+from chat.models.local.engine import DEFAULT_CONTEXT_TOKENS, LocalEngine
+from chat.models.local.files import LocalModelError, default_model_path, validate_model_file
+from chat.models.local.jobs import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     ChatMessage,
@@ -29,12 +30,8 @@ from chat.models.local.engine import (
     EngineOverloadedError,
     Finished,
     GenerationError,
-    LocalEngine,
-    LocalModelError,
     SamplingParams,
     build_messages,
-    default_model_path,
-    validate_model_file,
 )
 from chat.models.sdk_events import (
     StreamedModel,

@@ -23,6 +23,14 @@ Message = dict[str, str]
 # --- service -> worker --------------------------------------------------------------------------
 
 
+class WorkerConfig(msgspec.Struct, frozen=True):
+    """What the engine tells the worker at start (JSON, its one command-line argument)."""
+
+    model_path: str
+    threads: int
+    context: int
+
+
 class Generate(msgspec.Struct, tag="generate", array_like=True, frozen=True):
     """Generate an answer to ``messages``; the worker queues it behind the one generating."""
 

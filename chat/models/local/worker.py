@@ -31,14 +31,6 @@ _LOG_LEVELS: Final = {3: "warning", 4: "error"}
 _PR_SET_PDEATHSIG: Final = 1
 
 
-class WorkerConfig(msgspec.Struct, frozen=True):
-    """What the engine tells the worker at start."""
-
-    model_path: str
-    threads: int
-    context: int
-
-
 class _Job:
     __slots__ = ("cancelled", "enqueued_at", "request")
 
@@ -71,7 +63,7 @@ class _Output:
 class Worker:
     """The model, its FIFO of jobs and the cancel events of jobs not yet ended."""
 
-    def __init__(self, config: WorkerConfig, output: _Output) -> None:
+    def __init__(self, config: proto.WorkerConfig, output: _Output) -> None:
         self.config = config
         self.out = output
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -328,7 +320,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    config = msgspec.json.decode(argv[1], type=WorkerConfig)
+    config = msgspec.json.decode(argv[1], type=proto.WorkerConfig)
     _die_with_parent()
     # SIGINT (Ctrl-C in a terminal) goes to the whole process group: the service decides when
     # the worker stops, by closing its stdin.

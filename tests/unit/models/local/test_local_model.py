@@ -19,7 +19,7 @@ from agents import Agent, ModelSettings, RunConfig, Runner
 from agents.stream_events import RawResponsesStreamEvent
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-from chat.models.local.engine import Finished, SamplingParams, build_messages
+from chat.models.local.jobs import Finished, SamplingParams, build_messages
 from chat.models.local.model import (
     ContextOverflowError,
     EngineNotReadyError,

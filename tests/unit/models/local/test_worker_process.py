@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from chat.models.local.engine import (
+from chat.models.local.engine import LocalEngine
+from chat.models.local.files import default_model_path
+from chat.models.local.jobs import (
     EngineCrashedError,
     EngineNotReadyError,
     Finished,
-    LocalEngine,
     SamplingParams,
     build_messages,
-    default_model_path,
 )
 from chat.settings import DEFAULT_INSTRUCTIONS
 
