@@ -21,7 +21,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from chat.backends import Backend, build_backend, preflight
 from chat.conversations.routes import conversation_resource
 from chat.conversations.service import Conversations, check_data_dir
 from chat.cors import AllowlistCORSMiddleware
@@ -37,10 +36,14 @@ from chat.endpoints import (
 )
 from chat.loop_lag import LagSampler, sample_loop_lag
 from chat.metrics import build_metrics
+from chat.models.backend import Backend
+from chat.models.registry import build_backend
+from chat.preflight import preflight
 from chat.runtime import tune_gc
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
-from chat.stream_store import MemoryStreamStore, StreamStore
+from chat.streams.memory import MemoryStreamStore
+from chat.streams.store import StreamStore
 from logging_config import configure_logging
 from logging_config.access import AccessLogMiddleware
 from logging_config.correlation import CorrelationIdMiddleware
@@ -197,7 +200,7 @@ class DemoAssets(StaticFiles):
 async def open_stream_store(settings: Settings) -> tuple[StreamStore, bool]:
     """Redis Streams when REDIS_URL is set (readers may resume on any worker), else memory."""
     if settings.redis_url:
-        from chat.stream_store_redis import RedisStreamStore
+        from chat.streams.redis_store import RedisStreamStore
 
         store = await RedisStreamStore.connect(
             settings.redis_url,

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chat.models.local_engine import default_model_path  # noqa: E402
+from chat.models.local.files import default_model_path  # noqa: E402
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."

@@ -28,10 +28,11 @@ from chat.metrics import Metrics
 from chat.models.errors import InputTooLongError
 from chat.openapi import document_bytes
 from chat.requests import decode_chat_request
-from chat.runner import RunControl, RunStats, stream_chat
+from chat.run.consumer import stream_chat
+from chat.run.control import RunControl, RunStats
 from chat.state import AppState
-from chat.stream_store import StoreUnavailable
-from chat.streams import StreamRun
+from chat.streams.manager import StreamRun
+from chat.streams.store import StoreUnavailable
 from logging_config.dropped_readers import mark_reader_dropped
 
 log = structlog.get_logger(__name__)

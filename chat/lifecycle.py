@@ -20,7 +20,7 @@ from types import FrameType
 
 import structlog
 
-from chat.seams import uvicorn_is_exiting
+from chat.seams import uvicorn_is_exiting, uvicorn_sigterm_handler
 
 log = structlog.get_logger(__name__)
 
@@ -80,8 +80,8 @@ class Drainer:
         Without a Python-level handler to defer (not the main thread, not uvicorn) it does
         nothing, and shutdown is noticed by polling as before.
         """
-        previous = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        previous = uvicorn_sigterm_handler()
+        if threading.current_thread() is not threading.main_thread() or previous is None:
             return _nothing
         loop = asyncio.get_running_loop()
 

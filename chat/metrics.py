@@ -30,7 +30,7 @@ from starlette.routing import Mount
 from starlette.types import Scope
 
 from chat.metrics_dir import MULTIPROC_ENV
-from chat.runner import RunStats
+from chat.run.control import RunStats
 
 UNMATCHED_ROUTE: Final = "unmatched"
 

@@ -3,12 +3,15 @@
 An upgrade of openai-agents, openai, sse-starlette or uvicorn may change any of these without
 notice. ``tests/unit/test_seams.py`` checks each one against the installed versions and fails
 naming the seam and the package, so a broken upgrade says what broke instead of misbehaving.
-Nothing else in the project touches another package's underscored names.
+Nothing else in the project touches another package's underscored names (the same test fails
+on any other module that imports one).
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from agents import ModelSettings, RunConfig
@@ -31,7 +34,10 @@ __all__ = [
     "run_config",
     "set_provider_request_id",
     "uvicorn_is_exiting",
+    "uvicorn_sigterm_handler",
 ]
+
+SignalHandler = Callable[[int, FrameType | None], Any]
 
 # agents.models.chatcmpl_converter.Converter (internal module): turns Responses-format input
 # items into Chat Completions messages exactly as the SDK's own Chat Completions model does, so
@@ -94,6 +100,18 @@ def uvicorn_is_exiting() -> bool:
     handler: Any = signal.getsignal(signal.SIGTERM)
     server = getattr(handler, "__self__", None)
     return bool(getattr(server, "should_exit", False))
+
+
+def uvicorn_sigterm_handler() -> SignalHandler | None:
+    """uvicorn's SIGTERM handler, to be wrapped now and called later; None when there is none.
+
+    uvicorn offers no hook to run before its shutdown. Its ``Server.capture_signals`` installs
+    the bound method ``Server.handle_exit`` with ``signal.signal`` (never the loop's
+    ``add_signal_handler``), so the handler can be read back, replaced by ours, and called with
+    ``(signum, frame)`` once we are ready: uvicorn then shuts down as if the signal came then.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
 
 
 def run_config(*, model: Any, tracing: bool, model_settings: ModelSettings) -> RunConfig:

@@ -9,15 +9,15 @@ from agents import Agent, ModelSettings
 
 from chat.adaptive_limit import AdaptiveLimit, LimitPolicy
 from chat.admission import StreamSlots
-from chat.agent_pool import AgentPool
-from chat.backends import Backend
 from chat.conversations.service import Conversations
 from chat.lifecycle import Drainer
 from chat.metrics import Metrics, NoMetrics
-from chat.runner import Deadlines
+from chat.models.backend import Backend
+from chat.run.agent_pool import AgentPool
+from chat.run.deadlines import Deadlines
 from chat.settings import Settings
-from chat.stream_store import StreamStore
-from chat.streams import StreamManager, StreamRun
+from chat.streams.manager import StreamManager, StreamRun
+from chat.streams.store import StreamStore
 
 
 class AppState:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
 CHILD = """
 import sys
-from chat.models.local_files import default_model_path
+from chat.models.local.files import default_model_path
 import llama_cpp
 llama = llama_cpp.Llama(model_path=str(default_model_path()), n_ctx=256, verbose=False)
 reply = llama.create_chat_completion(

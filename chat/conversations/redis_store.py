@@ -1,12 +1,6 @@
 """Conversations in Redis: the SDK's ``RedisSession`` for the items, plus two keys of ours.
 
-- ``{prefix}meta:{id}``: a hash with ``owner``, ``turns`` and ``bytes``; it expires
-  ``ttl`` after the last turn, and is refreshed after the SDK's session keys (which expire by
-  the SDK's own ``ttl``), so it never expires before them.
-- ``{prefix}lock:{id}``: the token of the run holding the conversation, ``SET NX PX``-style,
-  renewed while the run lasts: a dead worker's lock ends with its lifetime.
-
-Every check-and-set is one Lua script: atomic across workers, one round trip.
+The keys and the scripts that check and set them are in ``redis_scripts.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from chat.conversations import redis_scripts as scripts
 from chat.conversations.store import (
     Claim,
     ConversationBusy,
@@ -38,85 +33,6 @@ T = TypeVar("T")
 KEY_PREFIX: Final = "chat:conv:"
 TIMEOUT_S: Final = 5.0
 
-# KEYS: meta, lock. ARGV: owner, token, lock ms, max turns, max bytes, added bytes, ttl ms.
-_CLAIM = """
-local meta = redis.call('HMGET', KEYS[1], 'owner', 'turns', 'bytes')
-if meta[1] and meta[1] ~= ARGV[1] then
-  return {'not_found', 0}
-end
-local held = redis.call('PTTL', KEYS[2])
-if held > 0 or held == -1 then
-  return {'busy', held}
-end
-local turns = tonumber(meta[2] or '0')
-local size = tonumber(meta[3] or '0')
-if turns >= tonumber(ARGV[4]) then
-  return {'full_turns', turns}
-end
-if size + tonumber(ARGV[6]) > tonumber(ARGV[5]) then
-  return {'full_bytes', size}
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-if not meta[1] then
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'turns', 0, 'bytes', 0)
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  return {'fresh', 0}
-end
-return {'ok', turns}
-"""
-
-# KEYS: meta, lock. ARGV: token, owner, turns, bytes, ttl ms.
-_FINISH = """
-local held = redis.call('GET', KEYS[2]) == ARGV[1]
-if held then
-  redis.call('DEL', KEYS[2])
-end
-redis.call('HSETNX', KEYS[1], 'owner', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'turns', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if held then return 1 end
-return 0
-"""
-
-# KEYS: lock. ARGV: token, lock ms.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# KEYS: lock. ARGV: token.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# KEYS: meta, lock. ARGV: owner, token, lock ms.
-_LOCK_FOR_DELETE = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
-  return {'not_found', 0}
-end
-local held = redis.call('PTTL', KEYS[2])
-if held > 0 or held == -1 then
-  return {'busy', held}
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return {'ok', 0}
-"""
-
-# KEYS: meta, lock. ARGV: token.
-_FORGET = """
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return 1
-end
-return 0
-"""
-
 
 class RedisConversationStore:
     """``ConversationStore`` on Redis: any worker or replica continues any conversation."""
@@ -127,12 +43,12 @@ class RedisConversationStore:
         self._redis = redis
         self._lock_ms = max(1, round(limits.lock_ttl_s * 1000))
         self._ttl_ms = max(1, round(limits.ttl_s * 1000))
-        self._claim = redis.register_script(_CLAIM)
-        self._finish = redis.register_script(_FINISH)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
-        self._lock_for_delete = redis.register_script(_LOCK_FOR_DELETE)
-        self._forget = redis.register_script(_FORGET)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._lock_for_delete = redis.register_script(scripts.LOCK_FOR_DELETE)
+        self._forget = redis.register_script(scripts.FORGET)
 
     @classmethod
     def from_url(

@@ -53,7 +53,7 @@ def check_data_dir(settings: Settings) -> None:
     """At start-up: without Redis, CHAT_DATA_DIR must be a directory we can write the file in."""
     if settings.redis_url:
         return
-    from chat.conversations.sqlite_store import prepare_data_dir
+    from chat.conversations.sqlite_file import prepare_data_dir
 
     try:
         prepare_data_dir(settings.data_dir)

@@ -7,7 +7,8 @@ win. Times are wall-clock seconds: every process on the machine agrees on them.
 
 Our own statements go through one connection per process, in a worker thread, behind a lock;
 ``synchronous=NORMAL`` (WAL) makes a commit cheap and loses at most the last commits on a power
-cut, never the file's integrity. The SDK's sessions keep their own connections and settings.
+cut, never the file's integrity (``sqlite_file.py``: the file, its tables, that connection). The
+SDK's sessions keep their own connections and settings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Final, TypeVar
 from agents import SQLiteSession
 from agents.memory import Session
 
+from chat.conversations.sqlite_file import connect, prepare_data_dir
 from chat.conversations.store import (
     Claim,
     ConversationBusy,
@@ -35,43 +37,8 @@ from chat.conversations.store import (
 
 T = TypeVar("T")
 
-FILE_NAME: Final = "conversations.sqlite3"
 # Expired conversations removed per purge pass; the next pass takes the rest.
 PURGE_BATCH: Final = 200
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS chat_conversations (
-    conversation_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    turns INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL,
-    lock_token TEXT,
-    lock_expires_at REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS chat_conversations_updated_at ON chat_conversations (updated_at);
-CREATE TABLE IF NOT EXISTS chat_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-"""
-
-
-def database_path(data_dir: str | Path) -> Path:
-    """The conversation file inside ``data_dir``."""
-    return Path(data_dir).expanduser() / FILE_NAME
-
-
-def prepare_data_dir(data_dir: str | Path) -> Path:
-    """Create ``data_dir`` and check that the database in it can be written; OSError if not."""
-    directory = Path(data_dir).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / FILE_NAME
-    # A probe rather than os.access: root passes access checks on a read-only mount.
-    probe = directory / f".write-probe-{secrets.token_hex(4)}"
-    probe.touch()
-    probe.unlink()
-    if path.exists():
-        with path.open("ab"):
-            pass
-    return path
 
 
 class SQLiteConversationStore:
@@ -84,11 +51,7 @@ class SQLiteConversationStore:
         self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 5000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect(path)
 
     @classmethod
     async def open(cls, data_dir: str | Path, limits: Limits) -> SQLiteConversationStore:

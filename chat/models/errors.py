@@ -1,6 +1,6 @@
 """Errors a model backend raises, in its own terms: no HTTP types here.
 
-The runner maps them to contract codes (``chat/upstream_errors.py``) and the HTTP layer to
+The runner maps them to contract codes (``chat/run/upstream_errors.py``) and the HTTP layer to
 statuses, so a backend never needs to know either.
 """
 

@@ -18,15 +18,16 @@ import pytest
 from redis.asyncio import Redis
 
 from chat.settings import SettingsError
-from chat.stream_store import (
+from chat.streams.memory import MemoryStreamStore
+from chat.streams.redis_store import RedisStreamStore
+from chat.streams.redis_url import check_redis_url, redact_url
+from chat.streams.store import (
     LapsedFrame,
-    MemoryStreamStore,
     StoreUnavailable,
     StreamInfo,
     StreamNotFound,
     StreamStore,
 )
-from chat.stream_store_redis import RedisStreamStore, check_redis_url, redact_url
 from tests.support.redis_server import RedisServer, start_redis
 
 pytestmark = pytest.mark.anyio
@@ -601,7 +602,7 @@ async def test_readers_when_many_cancelled_then_no_connection_left(
         assert all(task.cancelled() for task in done)
         # So that the next wave's "3 blocked" counts its own readers only.
         await wait_for(no_blocked_client, "Redis to drop the cancelled readers")
-    assert len(store._pool._in_use_connections) == 0
+    assert len(store._link.pool._in_use_connections) == 0
 
     async def back_to_baseline() -> bool:
         return await redis_harness.client_count() <= baseline
@@ -631,7 +632,7 @@ async def test_reader_when_cancelled_at_any_await_then_stops_and_returns_connect
         done, _ = await asyncio.wait([reader.task], timeout=WAIT_S)
         assert done, f"a reader cancelled after {steps} loop steps kept running"
         assert reader.task.cancelled()
-    assert len(store._pool._in_use_connections) == 0
+    assert len(store._link.pool._in_use_connections) == 0
 
     async def unblocked() -> bool:
         return await redis_harness.blocked_clients() == 0

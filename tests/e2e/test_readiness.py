@@ -8,7 +8,7 @@ import threading
 import httpx
 
 from app import create_app
-from chat.backends import Backend
+from chat.models.backend import Backend
 from chat.models.fake import FakeModel
 from chat.settings import Settings, load_settings
 from tests.support.inprocess import ThreadedServer

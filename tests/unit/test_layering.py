@@ -1,4 +1,8 @@
-"""Imports point one way: no cycles (lazy imports included), and the lower rooms know no HTTP."""
+"""Imports point one way: no cycles (lazy imports included), and each room knows only those below.
+
+From the top: the HTTP layer (app, chat.endpoints, chat.http), then the stream log (chat.streams),
+the run (chat.run), the models (chat.models); events, errors and settings import nothing of ours.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("chat", "logging_config")
-# Rooms below the HTTP layer: they must not know Starlette, sse-starlette or our HTTP modules.
-LOWER = ("chat.models", "chat.runner", "chat.streams", "chat.stream_store", "chat.events")
-HTTP = ("starlette", "sse_starlette", "uvicorn", "chat.endpoints", "app")
+HTTP = ("starlette", "sse_starlette", "uvicorn", "chat.endpoints", "chat.http", "app")
+# (rooms, what they must not import, why): each room below the HTTP layer, and below each other.
+RULES = (
+    (
+        ("chat.models", "chat.run", "chat.streams", "chat.events"),
+        HTTP,
+        "only the HTTP layer may",
+    ),
+    (("chat.models",), ("chat.run", "chat.streams"), "the models sit below the run and the log"),
+    (("chat.run",), ("chat.streams",), "the run sits below the stream log that records it"),
+)
 # Leaves: they import nothing of ours.
 LEAVES = ("chat.events", "chat.errors", "chat.settings", "chat.models.errors")
+# The one module that may load llama.cpp: the worker, in its own process. It starts with nothing
+# of the server's but the frames it speaks.
+WORKER = "chat.models.local.worker"
+WORKER_MAY_IMPORT = ("chat.models.local.protocol",)
 
 
 def module_files() -> dict[str, Path]:
@@ -68,10 +84,34 @@ def test_our_modules_when_imports_followed_then_no_cycle() -> None:
         visit(name)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in FILES if _within(n, LOWER)))
-def test_lower_room_when_imports_read_then_no_http(name: str) -> None:
-    http = sorted(m for m in imports_of(FILES[name]) if _within(m, HTTP))
-    assert not http, f"{name} imports {http}: only the HTTP layer may"
+@pytest.mark.parametrize(
+    ("name", "forbidden", "why"),
+    [
+        (name, forbidden, why)
+        for rooms, forbidden, why in RULES
+        for name in sorted(FILES)
+        if _within(name, rooms)
+    ],
+)
+def test_lower_room_when_imports_read_then_nothing_from_above(
+    name: str, forbidden: tuple[str, ...], why: str
+) -> None:
+    above = sorted(m for m in imports_of(FILES[name]) if _within(m, forbidden))
+    assert not above, f"{name} imports {above}: {why}"
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_server_module_when_imports_read_then_never_llama_cpp(name: str) -> None:
+    if name == WORKER:
+        return
+    llama = sorted(m for m in imports_of(FILES[name]) if _within(m, ("llama_cpp",)))
+    assert not llama, f"{name} imports {llama}: llama.cpp runs only in {WORKER}'s process"
+
+
+def test_worker_when_imports_read_then_only_the_protocol_of_ours() -> None:
+    ours = sorted(m for m in imports_of(FILES[WORKER]) if _within(m, (*PACKAGES, "app")))
+    allowed = {*WORKER_MAY_IMPORT, "chat.models.local"}  # "from chat.models.local import protocol"
+    assert set(ours) <= allowed, f"{WORKER} imports {ours}: its process must not load the server"
 
 
 @pytest.mark.parametrize("name", LEAVES)

@@ -6,10 +6,12 @@ changed; chat/seams.py says why we use it.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import signal
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +22,50 @@ from sse_starlette import EventSourceResponse
 
 from chat import seams
 
+ROOT = Path(__file__).resolve().parents[2]
+# Packages whose internals only chat/seams.py may import.
+DEPENDENCIES = frozenset({"agents", "openai", "sse_starlette", "starlette", "uvicorn"})
+
 
 def _broke(package: str, what: str) -> str:
     return f"{package} {version(package)} changed {what}: see chat/seams.py"
+
+
+def _private_imports(path: Path) -> list[str]:
+    """Underscored modules or names of DEPENDENCIES that ``path`` imports."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [(node.module, [alias.name for alias in node.names])]
+        else:
+            continue
+        for module, names in modules:
+            parts = module.split(".")
+            if parts[0] not in DEPENDENCIES:
+                continue
+            private = [n for n in [*parts, *names] if n.startswith("_") and not n.startswith("__")]
+            if private:
+                found.append(f"{module} ({', '.join(private)})")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in [
+            ROOT / "app.py",
+            *(ROOT / "chat").rglob("*.py"),
+            *(ROOT / "logging_config").rglob("*.py"),
+        ]
+        if p != ROOT / "chat" / "seams.py"
+    ),
+)
+def test_module_when_imports_read_then_no_dependency_internals_outside_seams(path: str) -> None:
+    private = _private_imports(ROOT / path)
+    assert not private, f"{path} imports internals {private}: go through chat/seams.py"
 
 
 def test_mark_completed_without_usage_when_called_then_the_sdk_helper_takes_a_response() -> None:
@@ -105,6 +148,31 @@ def test_uvicorn_is_exiting_when_uvicorn_handler_installed_then_reads_its_server
         assert seams.uvicorn_is_exiting() is bool(AppStatus.should_exit)
         server.should_exit = True
         assert seams.uvicorn_is_exiting(), _broke("uvicorn", "Server.handle_exit/should_exit")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_uvicorn_sigterm_handler_when_uvicorn_captures_signals_then_it_can_be_called_later() -> (
+    None
+):
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app=None))
+    with server.capture_signals():
+        handler = seams.uvicorn_sigterm_handler()
+    assert handler is not None, _broke("uvicorn", "Server.capture_signals (no SIGTERM handler)")
+    assert getattr(handler, "__self__", None) is server, _broke(
+        "uvicorn", "Server.capture_signals (SIGTERM no longer Server.handle_exit)"
+    )
+    # Called after capture_signals has ended, so uvicorn re-raises nothing in the test process.
+    handler(signal.SIGTERM, None)
+    assert server.should_exit, _broke("uvicorn", "Server.handle_exit(signum, frame)")
+
+
+def test_uvicorn_sigterm_handler_when_default_disposition_then_none() -> None:
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert seams.uvicorn_sigterm_handler() is None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

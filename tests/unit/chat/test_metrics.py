@@ -17,7 +17,7 @@ from chat.metrics import (
     stream_outcome,
 )
 from chat.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
-from chat.runner import RunStats
+from chat.run.control import RunStats
 
 
 async def _endpoint() -> None:

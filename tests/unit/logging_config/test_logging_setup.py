@@ -215,7 +215,7 @@ class TestStdlibRouting:
     ) -> None:
         logs.configure(level="debug", log_content=True)
         logging.getLogger("somelib.wire").debug("payload")
-        logging.getLogger("chat.runner").debug("ours, stdlib")
+        logging.getLogger("chat.run.consumer").debug("ours, stdlib")
         logging.getLogger("uvicorn.error").debug("uvicorn")
         structlog.get_logger("anything").debug("ours, structlog")
         assert [r["event"] for r in logs.records()] == [
