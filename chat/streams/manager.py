@@ -24,7 +24,7 @@ from typing import Any, Final
 import anyio
 import structlog
 
-from chat.events import ChatEvent, Delta, encode_sse
+from chat.events import ChatEvent, Delta, Error, encode_sse
 from chat.run.control import RunControl, RunStats
 from chat.streams.frames import error_frame, last_event_id, new_stream_id
 from chat.streams.store import StoreUnavailable, StreamStore
@@ -42,6 +42,7 @@ class StreamRun:
         "detached",
         "done",
         "grace",
+        "outcome",
         "read",
         "readers",
         "stats",
@@ -63,6 +64,21 @@ class StreamRun:
         self.detached = False
         # The store failed under this run: its readers got store_unavailable.
         self.store_lost = False
+        # ``done`` or the error code of the terminal event, once the pump has written it.
+        self.outcome: str | None = None
+
+
+class Reading:
+    """One reader's end of a stream, as data: ``follow`` sets ``outcome`` when the log ends.
+
+    ``done`` or the terminal error code (``store_unavailable`` when the store failed under the
+    reader); None while reading, when the reader left first, or for a log closed without one.
+    """
+
+    __slots__ = ("outcome",)
+
+    def __init__(self) -> None:
+        self.outcome: str | None = None
 
 
 class StreamManager:
@@ -114,9 +130,16 @@ class StreamManager:
             async with aclosing(events):
                 async for event in events:
                     event_id += 1
-                    finished = type(event) is not Delta
                     frame = encode_sse(event, event_id)
-                    if not await append(stream_id, [frame], finished=finished):
+                    if type(event) is Delta:
+                        landed = await append(stream_id, [frame], finished=False)
+                    else:
+                        finished = True
+                        run.outcome = event.code if type(event) is Error else "done"
+                        landed = await append(
+                            stream_id, [frame], finished=True, outcome=run.outcome
+                        )
+                    if not landed:
                         # Ended by a reader that saw our lease lapse (we were stalled), or gone:
                         # nobody reads what this run writes any more. Closing events stops it.
                         log.warning("stream_log_closed_under_run", stream_id=stream_id)
@@ -141,12 +164,13 @@ class StreamManager:
                 self._on_finish(run)
 
     async def follow(
-        self, stream_id: str, after: int, *, request_id: str = "-"
+        self, stream_id: str, after: int, *, request_id: str = "-", reading: Reading | None = None
     ) -> AsyncIterator[bytes]:
         """Frames after ``after`` as they come; attaching stops the grace clock.
 
         Always ends with one terminal event: the log's own, or ``store_unavailable`` when the
-        store fails under the reader (the log can then no longer be trusted to end).
+        store fails under the reader (the log can then no longer be trusted to end). With
+        ``reading``, its ``outcome`` says which, once the last frame is out.
         """
         run = self._runs.get(stream_id)
         if run is not None:
@@ -170,6 +194,8 @@ class StreamManager:
                 async for chunk in frames:
                     last = chunk
                     yield chunk
+            if reading is not None:
+                reading.outcome = await self._outcome_of(stream_id, run)
         except StoreUnavailable:
             event_id = last_event_id(last, after) + 1
             log.warning("stream_reader_store_lost", stream_id=stream_id, event_id=event_id)
@@ -177,6 +203,8 @@ class StreamManager:
                 # Nobody can read what the run writes now: stop paying for it.
                 run.store_lost = True
                 run.control.stop("store_unavailable")
+            if reading is not None:
+                reading.outcome = "store_unavailable"
             yield error_frame("store_unavailable", request_id, event_id)
         finally:
             if joined and store.available:
@@ -189,6 +217,13 @@ class StreamManager:
                         self._expire(run, reason="contended")
                     else:
                         self._arm_grace(run)
+
+    async def _outcome_of(self, stream_id: str, run: StreamRun | None) -> str | None:
+        """How a log read to its end ended: this process's run knows, else the store does."""
+        if run is not None and run.outcome is not None:
+            return run.outcome
+        info = await self.store.info(stream_id)
+        return info.outcome if info is not None else None
 
     def cancel(self, stream_id: str, code: str = "cancelled", *, detached: bool = False) -> bool:
         """Stop a run of this process; False when it is not running here.

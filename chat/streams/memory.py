@@ -13,11 +13,12 @@ from chat.streams.store import LapsedFrame, StreamInfo, StreamNotFound
 class _Log:
     """One stream's frames and the futures of the readers waiting for more."""
 
-    __slots__ = ("cancel", "expires_at", "finished", "frames", "readers", "waiters")
+    __slots__ = ("cancel", "expires_at", "finished", "frames", "outcome", "readers", "waiters")
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.finished = False
+        self.outcome: str | None = None
         self.readers = 0
         self.cancel = False
         self.expires_at: float | None = None
@@ -91,13 +92,16 @@ class MemoryStreamStore:
         self._sweep()
         self._logs[stream_id] = _Log()
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
+    async def append(
+        self, stream_id: str, frames: list[bytes], *, finished: bool, outcome: str | None = None
+    ) -> bool:
         log = self._logs.get(stream_id)
         if log is None or log.finished:
             return False
         log.frames.extend(frames)
         if finished:
             log.finished = True
+            log.outcome = outcome
             log.expires_at = self._clock() + self.ttl_s
             self._finished[stream_id] = None
             self._sweep()
@@ -108,7 +112,7 @@ class MemoryStreamStore:
         log = self._get(stream_id)
         if log is None:
             return None
-        return StreamInfo(last_id=len(log.frames), finished=log.finished)
+        return StreamInfo(last_id=len(log.frames), finished=log.finished, outcome=log.outcome)
 
     async def read(
         self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None

@@ -6,7 +6,7 @@ Three keys per stream, with the id as hash tag so all sit in one Redis Cluster s
   bytes); the terminal entry also carries ``t``. A run closed without a terminal event gets one
   extra entry with ``t`` alone, so blocked followers wake at once instead of at their next poll.
 - ``{prefix}{<id>}:meta``, a hash: ``last`` (frames written), ``finished``, ``readers``,
-  ``cancel``.
+  ``cancel``, and once finished with a terminal event ``outcome`` (``done`` or its error code).
 - ``{prefix}{<id>}:lease``, present while the worker running the stream is alive: it expires
   ``2/3 * lease_s`` after its last renewal, and the worker renews it every ``lease_s / 3``. A
   follower that finds it gone (looking every ``lease_s / 3`` at most) ends the log with a
@@ -38,8 +38,9 @@ return 1
 """
 
 # KEYS: meta, log, lease. ARGV: id of the first frame (0: the next free one), finished (0/1),
-# ttl in ms, lapsed (0/1), frames... Ids up to ``last`` already landed (a retried call whose reply
-# was lost): skip them. Returns 1 when appended, 0 when the log is gone, -1 when it is finished.
+# ttl in ms, lapsed (0/1), outcome ('' for none), frames... Ids up to ``last`` already landed
+# (a retried call whose reply was lost): skip them. Returns 1 when appended, 0 when the log is
+# gone, -1 when it is finished.
 # lapsed=1 is a reader ending the log of a run whose worker died: it lands only while the lease
 # is gone and nothing was added since the reader looked (first == last + 1), else -2. A slow
 # worker that renews or appends first wins; once the log is finished nothing more is added, so
@@ -61,14 +62,14 @@ if first == 0 or first > last + 1 then
   first = last + 1
 end
 local finished = ARGV[2] == '1'
-local n = #ARGV - 4
+local n = #ARGV - 5
 for i = 1, n do
   local id = first + i - 1
   if id > last then
     if finished and i == n then
-      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[4 + i], 't', '1')
+      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[5 + i], 't', '1')
     else
-      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[4 + i])
+      redis.call('XADD', KEYS[2], '0-' .. id, 'f', ARGV[5 + i])
     end
     last = id
   end
@@ -78,6 +79,9 @@ if finished then
     redis.call('XADD', KEYS[2], '0-' .. (last + 1), 't', '1')
   end
   redis.call('HSET', KEYS[1], 'last', last, 'finished', 1)
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], 'outcome', ARGV[5])
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   redis.call('DEL', KEYS[3])

@@ -14,7 +14,13 @@ import structlog
 from chat.streams import redis_scripts as scripts
 from chat.streams.redis_link import HEALTH_INTERVAL_S, RedisLink
 from chat.streams.redis_url import redact_url
-from chat.streams.store import LapsedFrame, StoreUnavailable, StreamInfo, StreamNotFound
+from chat.streams.store import (
+    LAPSED_OUTCOME,
+    LapsedFrame,
+    StoreUnavailable,
+    StreamInfo,
+    StreamNotFound,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -94,12 +100,15 @@ class RedisStreamStore:
         await self._link.call(self._create(keys=keys, args=[self._safety_ms, self._lease_ms]))
         self._written[stream_id] = 0
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
+    async def append(
+        self, stream_id: str, frames: list[bytes], *, finished: bool, outcome: str | None = None
+    ) -> bool:
         """Add frames (and the end, when ``finished``) in one atomic round trip."""
         written = self._written.get(stream_id)
         # 0 asks the script to append at the end: a stream this process did not create.
         first = 0 if written is None else written + 1
-        args: list[Any] = [first, 1 if finished else 0, self._ttl_ms, 0, *frames]
+        ending = (outcome or "") if finished else ""
+        args: list[Any] = [first, 1 if finished else 0, self._ttl_ms, 0, ending, *frames]
         keys = list(scripts.stream_keys(self.key_prefix, stream_id))
         try:
             landed = await self._link.call(self._append(keys=keys, args=args))
@@ -112,12 +121,17 @@ class RedisStreamStore:
         return bool(landed == 1 or (finished and landed == -1 and written is not None))
 
     async def info(self, stream_id: str) -> StreamInfo | None:
-        """The log's length and whether it is finished; None when unknown or expired."""
+        """The log's length, whether it is finished and how; None when unknown or expired."""
         meta = self._keys(stream_id)[0]
-        last, finished = await self._link.call(self._link.redis.hmget(meta, ["last", "finished"]))
+        fields = ["last", "finished", "outcome"]
+        last, finished, outcome = await self._link.call(self._link.redis.hmget(meta, fields))
         if last is None:
             return None
-        return StreamInfo(last_id=int(last), finished=finished == b"1")
+        return StreamInfo(
+            last_id=int(last),
+            finished=finished == b"1",
+            outcome=outcome.decode() if outcome else None,
+        )
 
     async def read(
         self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None
@@ -168,7 +182,7 @@ class RedisStreamStore:
     async def _end_lapsed(self, stream_id: str, last: int, lapsed: LapsedFrame) -> bool:
         """End the log of a run whose lease lapsed; True when it is finished now (by anyone)."""
         keys = list(scripts.stream_keys(self.key_prefix, stream_id))
-        args: list[Any] = [last + 1, 1, self._ttl_ms, 1, lapsed(last + 1)]
+        args: list[Any] = [last + 1, 1, self._ttl_ms, 1, LAPSED_OUTCOME, lapsed(last + 1)]
         landed = await self._link.call(self._append(keys=keys, args=args))
         if landed == 0:
             raise StoreUnavailable("the stream log vanished while open")

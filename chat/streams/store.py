@@ -14,7 +14,7 @@ readers learn from the run's lease lapsing (``read``'s ``lapsed``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -29,13 +29,20 @@ class StoreUnavailable(Exception):
 
 # Builds the terminal frame that ends a log whose run's worker died, given its event id.
 LapsedFrame = Callable[[int], bytes]
+# The code of that frame (a retryable error: the reader may start again elsewhere).
+LAPSED_OUTCOME: Final = "upstream_unavailable"
 
 
 class StreamInfo(msgspec.Struct, frozen=True):
-    """What a reader needs to decide between 200, 204 and 404."""
+    """What a reader needs to decide between 200, 204 and 404, and how a finished log ended.
+
+    ``outcome`` is the terminal event's ``done`` or error code, as data (no reader parses the
+    frames back); None while the log is open, or when it was closed without a terminal event.
+    """
 
     last_id: int
     finished: bool
+    outcome: str | None = None
 
 
 class StreamStore(Protocol):
@@ -51,15 +58,19 @@ class StreamStore(Protocol):
     async def create(self, stream_id: str) -> None:
         """Start an empty log (and, when shared, the lease of its run)."""
 
-    async def append(self, stream_id: str, frames: list[bytes], *, finished: bool) -> bool:
+    async def append(
+        self, stream_id: str, frames: list[bytes], *, finished: bool, outcome: str | None = None
+    ) -> bool:
         """Add frames in order; ``finished`` marks the last one as the terminal event.
+
+        ``outcome`` (with ``finished``): ``done`` or the terminal error code, kept for ``info``.
 
         False when nothing could be added: the log is finished (perhaps by a reader that saw the
         run's lease lapse) or gone. The run has nobody left to write for.
         """
 
     async def info(self, stream_id: str) -> StreamInfo | None:
-        """The log's length and whether it is finished; None when unknown or expired."""
+        """The log's length, whether it is finished and how; None when unknown or expired."""
 
     def read(
         self, stream_id: str, after: int, *, lapsed: LapsedFrame | None = None
@@ -67,7 +78,7 @@ class StreamStore(Protocol):
         """Frames after id ``after``, batched, following the log until its terminal frame.
 
         With ``lapsed``, a reader that finds the run's lease lapsed ends the log with that frame
-        (only one terminal frame is ever written, whoever else tries).
+        (only one terminal frame is ever written, whoever else tries), outcome ``LAPSED_OUTCOME``.
         """
 
     async def reader_joined(self, stream_id: str) -> None:

@@ -245,6 +245,21 @@ async def test_append_when_finished_then_later_frames_ignored(harness: Harness) 
     assert await read_all(store, "s1") == b"".join(FRAMES[:2])
 
 
+@pytest.mark.parametrize("outcome", ["done", "upstream_timeout"])
+async def test_append_when_finished_with_outcome_then_info_says_how_it_ended(
+    harness: Harness, outcome: str
+) -> None:
+    store = await harness.make()
+    await store.create("s1")
+    await store.append("s1", FRAMES[:1], finished=False)
+    assert (await store.info("s1")).outcome is None  # open: no outcome yet
+    await store.append("s1", FRAMES[1:2], finished=True, outcome=outcome)
+    assert await store.info("s1") == StreamInfo(last_id=2, finished=True, outcome=outcome)
+    # A later finishing append (a retry, another writer) never rewrites how it ended.
+    await store.append("s1", [], finished=True, outcome="cancelled")
+    assert (await store.info("s1")).outcome == outcome
+
+
 async def test_append_when_stream_unknown_then_nothing_created(harness: Harness) -> None:
     store = await harness.make()
     await store.append("nope", FRAMES[:1], finished=False)
@@ -524,7 +539,9 @@ async def test_lease_when_lapsed_then_every_follower_gets_one_terminal_frame(
     got = [await reader.finished() for reader in readers]
     ended = b"".join(FRAMES[:2]) + lapsed_frame(3)
     assert got == [ended, ended, ended[len(FRAMES[0]) :]]
-    assert await store.info("s1") == StreamInfo(last_id=3, finished=True)
+    assert await store.info("s1") == StreamInfo(
+        last_id=3, finished=True, outcome="upstream_unavailable"
+    )
     # The worker was only slow: what it writes now is refused, the log keeps its one end.
     assert await store.append("s1", FRAMES[2:3], finished=False) is False
     assert await store.append("s1", FRAMES[3:4], finished=True) is True  # finished either way
