@@ -21,25 +21,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from chat.conversations.routes import conversation_resource
 from chat.conversations.service import Conversations, check_data_dir
-from chat.cors import AllowlistCORSMiddleware
-from chat.endpoints import (
-    chat,
-    create_stream,
-    healthz,
-    http_exception_handler,
-    metrics,
-    openapi,
-    readyz,
-    stream_resource,
-)
-from chat.loop_lag import LagSampler, sample_loop_lag
+from chat.http.cors import AllowlistCORSMiddleware
+from chat.http.replies import http_exception_handler
+from chat.http.routes import api_routes
 from chat.metrics import build_metrics
 from chat.models.backend import Backend
 from chat.models.registry import build_backend
 from chat.preflight import preflight
 from chat.runtime import tune_gc
+from chat.service.loop_lag import LagSampler, sample_loop_lag
 from chat.settings import Settings, SettingsError, load_settings
 from chat.state import AppState
 from chat.streams.memory import MemoryStreamStore
@@ -75,7 +66,8 @@ def create_app(
         store, shared = await open_stream_store(settings)
         state = AppState(settings, backend, store, shared_store=shared, metrics=recorder)
         recorder.started(backend=backend.name, limit=state.slots.limit)
-        state.conversations = conversations = await Conversations.open(settings, backend)
+        conversations = await Conversations.open(settings, backend)
+        state.service.conversations = conversations
         tasks = [
             asyncio.create_task(_load(state), name="backend-load"),
             asyncio.create_task(state.drainer.watch(), name="drain-watcher"),
@@ -146,14 +138,7 @@ def create_app(
             )
         )
     routes = [
-        Route("/chat", chat, methods=["POST"]),
-        Route("/chat/streams", create_stream, methods=["POST"]),
-        Route("/chat/streams/{stream_id}", stream_resource, methods=["GET", "DELETE"]),
-        Route("/conversations/{conversation_id}", conversation_resource, methods=["GET", "DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        *api_routes(),
         # The demo page and its assets (see "demo page" below).
         Route("/", demo_page, methods=["GET"]),
         Mount("/static", DemoAssets(directory=STATIC_DIR), name="static"),

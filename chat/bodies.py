@@ -6,10 +6,11 @@ drift from the bytes. Field order is the wire order.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
+from chat.errors import spec_for
 from chat.events import Usage
 
 
@@ -80,3 +81,27 @@ class Conversation(msgspec.Struct, frozen=True):
     conversation_id: str
     turns: list[ConversationTurn]
     request_id: str
+
+
+_json: Final = msgspec.json.Encoder()
+
+
+def error_body(
+    code: str, request_id: str, message: str | None = None, details: Any = None
+) -> bytes:
+    """The contract's error JSON: ``{"error": {"code", "message", "request_id"[, "details"]}}``.
+
+    The one builder of it: the HTTP layer's errors and the correlation middleware's last-resort
+    500 both use it, so the bytes cannot differ.
+    """
+    info = ErrorInfo(
+        code=code,
+        message=message or spec_for(code).message,
+        request_id=request_id,
+        details=[_detail(d) for d in details] if details else msgspec.UNSET,
+    )
+    return _json.encode(ErrorBody(info))
+
+
+def _detail(detail: ErrorDetail | dict[str, str]) -> ErrorDetail:
+    return detail if isinstance(detail, ErrorDetail) else ErrorDetail(**detail)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agents import ModelSettings, RunConfig
 from agents.models.chatcmpl_converter import Converter
@@ -32,6 +32,7 @@ __all__ = [
     "openai_request_options",
     "provider_request_id",
     "run_config",
+    "send_directly_without_timeout",
     "set_provider_request_id",
     "uvicorn_is_exiting",
     "uvicorn_sigterm_handler",
@@ -45,10 +46,31 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 # agents.models.fake_id.FAKE_RESPONSES_ID: the placeholder id the SDK gives responses of
 # providers that have none (Chat Completions); ours carry the same.
 
-# The name of sse-starlette's per-event send method, which our EventSourceResponse subclass
-# overrides to skip an anyio cancel scope per event when there is no send timeout (~4 us an
-# event); with a timeout the library's own path runs.
+# The name of sse-starlette's per-event send method, which ``send_directly_without_timeout``
+# overrides on our EventSourceResponse subclass.
 SSE_SEND_WITH_TIMEOUT = "_send_with_timeout"
+
+ResponseClass = TypeVar("ResponseClass", bound=type)
+
+
+def send_directly_without_timeout(cls: ResponseClass) -> ResponseClass:
+    """Class decorator for an ``EventSourceResponse`` subclass: no send timeout, no scope.
+
+    sse-starlette sends every event through ``EventSourceResponse._send_with_timeout``, which
+    wraps the send in ``anyio.move_on_after(self.send_timeout)`` even when that is None: ~4 us
+    of CPU per event for a scope that never fires. Without a send timeout ours sends directly;
+    with one, the library's own method runs. sse-starlette offers no public hook for this.
+    """
+    library_send = getattr(cls, SSE_SEND_WITH_TIMEOUT)
+
+    async def send_with_timeout(self: Any, send: Any, message: Any) -> None:
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await library_send(self, send, message)
+
+    setattr(cls, SSE_SEND_WITH_TIMEOUT, send_with_timeout)
+    return cls
 
 
 def mark_completed_without_usage(response: Any) -> None:

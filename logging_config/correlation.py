@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Final
 
-import msgspec
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chat.bodies import error_body
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -55,18 +56,6 @@ def request_id_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | Non
 def get_request_id() -> str | None:
     """The current request's id, or None outside a request."""
     return request_id_var.get()
-
-
-def _error_body(request_id: str) -> bytes:
-    return msgspec.json.encode(
-        {
-            "error": {
-                "code": "internal_error",
-                "message": "Internal server error.",
-                "request_id": request_id,
-            }
-        }
-    )
 
 
 class CorrelationIdMiddleware:
@@ -121,7 +110,7 @@ class CorrelationIdMiddleware:
 
     @staticmethod
     async def _send_error(send: Send, header_value: bytes, request_id: str) -> None:
-        body = _error_body(request_id)
+        body = error_body("internal_error", request_id)
         await send(
             {
                 "type": "http.response.start",

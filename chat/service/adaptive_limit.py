@@ -1,6 +1,6 @@
 """The adaptive stream limit: how many streams to admit, from how late the event loop runs.
 
-Pure arithmetic, no clock and no I/O: ``chat/loop_lag.py`` measures the lag and calls
+Pure arithmetic, no clock and no I/O: ``chat/service/loop_lag.py`` measures the lag and calls
 ``AdaptiveLimit.observe`` once per window.
 
 The shape is that of Envoy's adaptive-concurrency gradient controller and Netflix's Gradient2

@@ -7,7 +7,7 @@ class StreamSlots:
     """A counter of open streams under a limit; no waiting, callers answer 503 instead.
 
     ``cap`` is the hard limit (``CHAT_MAX_CONCURRENT_STREAMS``); ``limit`` is the one in force,
-    which the adaptive limit (``chat/adaptive_limit.py``) moves between its floor and the cap.
+    which the adaptive limit (``adaptive_limit.py``) moves between its floor and the cap.
     """
 
     __slots__ = ("_in_use", "cap", "limit")

@@ -1,6 +1,6 @@
 """Event-loop lag: how late a periodic timer fires, handed on once per window.
 
-The I/O half of the adaptive limit (the arithmetic is in ``chat/adaptive_limit.py``). One task
+The I/O half of the adaptive limit (the arithmetic is in ``adaptive_limit.py``). One task
 per process, started in the app's lifespan: it sleeps ``interval_s``, notes how much later than
 asked it woke, and every ``window_s`` passes the window's lag, with the share of the window the
 loop's thread spent on a CPU, to ``on_window``. About a hundred wake-ups a second, a few
@@ -16,7 +16,7 @@ from typing import Final
 
 import structlog
 
-from chat.adaptive_limit import LoopSample, window_lag
+from chat.service.adaptive_limit import LoopSample, window_lag
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from app import create_app
-from chat.adaptive_limit import LoopSample
+from chat.service.adaptive_limit import LoopSample
 from chat.settings import load_settings
 from tests.support.inprocess import ThreadedServer
 from tests.support.sse import events_only, parse_lines

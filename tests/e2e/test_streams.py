@@ -198,6 +198,27 @@ def test_delete_when_running_then_readers_get_cancelled_error(client: httpx.Clie
     assert client.delete("/chat/streams/unknown-stream-id").status_code == 404
 
 
+def test_readers_when_stream_ends_then_access_line_says_how(
+    client: httpx.Client, service: Service
+) -> None:
+    finished = create(client)
+    assert read(client, finished)[0] == 200
+    assert read(client, finished, after=2)[0] == 200  # a resumed reader of a finished log
+    for after in (0, 2):
+        record = service.wait_for_log(event="request", path=finished, resumed_after=after)
+        assert record["outcome"] == "done", record
+    cancelled = create(client)
+    with client.stream("GET", cancelled) as response:
+        lines_in = response.iter_lines()
+        for frame in parse_lines(lines_in):
+            if frame.event == "delta":
+                break
+        assert client.delete(cancelled).status_code == 204
+        assert events_only(list(parse_lines(lines_in)))[-1].data["code"] == "cancelled"
+    record = service.wait_for_log(event="request", path=cancelled, method="GET")
+    assert record["outcome"] == "cancelled"
+
+
 def test_delete_when_key_missing_then_401(client: httpx.Client, service: Service) -> None:
     url = create(client)
     assert httpx.delete(service.base_url + url).status_code == 401

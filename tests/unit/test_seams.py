@@ -124,6 +124,29 @@ def test_sse_send_with_timeout_when_overridden_then_library_still_has_it() -> No
     )
 
 
+@pytest.mark.anyio
+async def test_send_directly_without_timeout_when_no_timeout_then_send_called_at_once() -> None:
+    @seams.send_directly_without_timeout
+    class Direct(EventSourceResponse):
+        pass
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def body() -> Any:
+        yield "x"
+
+    untimed = Direct(body())
+    await getattr(untimed, seams.SSE_SEND_WITH_TIMEOUT)(send, {"type": "a"})
+    timed = Direct(body(), send_timeout=5)
+    await getattr(timed, seams.SSE_SEND_WITH_TIMEOUT)(send, {"type": "b"})
+    assert sent == [{"type": "a"}, {"type": "b"}], _broke(
+        "sse-starlette", "how EventSourceResponse._send_with_timeout sends an event"
+    )
+
+
 def test_drop_connection_header_when_streaming_then_sse_starlette_still_adds_it() -> None:
     async def body() -> Any:
         yield "x"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from chat.bodies import ChatReply, Health, Ready, StreamCreated
-from chat.endpoints import error_body
+from chat.bodies import ChatReply, Health, Ready, StreamCreated, error_body
 from chat.events import Usage
 
 _json = msgspec.json.Encoder()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chat.endpoints import error_body, is_authorized, is_json_content_type, wants_json
+from chat.bodies import error_body
+from chat.http.checks import is_authorized, is_json_content_type, wants_json
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,13 @@ import io
 import logging
 import logging.config
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 import uvicorn
 
-from logging_config import configure_logging, shared_processors, uvicorn_log_config
+from logging_config import configure_logging, shared_processors
 
 if TYPE_CHECKING:
     from conftest import LogBuffer
@@ -155,16 +155,6 @@ class TestStdlibRouting:
             assert logging.getLogger(name).handlers == []
             assert logging.getLogger(name).propagate
 
-    def test_stdlib_when_uvicorn_given_our_log_config_then_nothing_of_its_own(
-        self, logs: LogBuffer, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        logs.configure()
-        uvicorn.Config("app:app", log_config=uvicorn_log_config())
-        logging.getLogger("uvicorn.error").info("Waiting for application startup.")
-        logging.getLogger("uvicorn.access").info("GET / 200")
-        assert [r["event"] for r in logs.records()] == ["Waiting for application startup."]
-        assert capsys.readouterr() == ("", "")
-
     def test_stdlib_when_library_had_own_handler_then_no_duplicate_line(
         self, logs: LogBuffer
     ) -> None:
@@ -293,11 +283,3 @@ class TestCaptureLogs:
         assert event["api_key"] == "[REDACTED]"
         assert event["text"] == "[5 chars]"
         assert logs.lines == []
-
-    def test_uvicorn_log_config_when_applied_then_uvicorn_loggers_propagate(self) -> None:
-        config: dict[str, Any] = uvicorn_log_config()
-        logging.config.dictConfig(config)
-        access = logging.getLogger("uvicorn.access")
-        assert access.handlers == []
-        assert access.propagate
-        assert access.level == logging.WARNING

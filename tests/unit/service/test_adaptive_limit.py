@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.adaptive_limit import (
+from chat.service.adaptive_limit import (
     AdaptiveLimit,
     LimitPolicy,
     LoopSample,
@@ -13,7 +13,7 @@ from chat.adaptive_limit import (
     next_limit,
     window_lag,
 )
-from chat.admission import StreamSlots
+from chat.service.admission import StreamSlots
 
 MS = 0.001
 POLICY = LimitPolicy(cap=1000, floor=4, target_lag_s=10 * MS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.admission import StreamSlots
+from chat.service.admission import StreamSlots
 
 
 def test_slots_when_full_then_refuse_until_released() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chat.lifecycle import Drainer
+from chat.service.drain import Drainer
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from chat.adaptive_limit import LoopSample
-from chat.loop_lag import sample_loop_lag
+from chat.service.adaptive_limit import LoopSample
+from chat.service.loop_lag import sample_loop_lag
 
 pytestmark = pytest.mark.anyio
 
