@@ -2,7 +2,7 @@
 
 from logging_config.access import ACCESS_STATE_KEY, AccessLogMiddleware
 from logging_config.correlation import CorrelationIdMiddleware, get_request_id, request_id_var
-from logging_config.setup import configure_logging, shared_processors, uvicorn_log_config
+from logging_config.setup import configure_logging, shared_processors
 
 __all__ = [
     "ACCESS_STATE_KEY",
@@ -12,5 +12,4 @@ __all__ = [
     "get_request_id",
     "request_id_var",
     "shared_processors",
-    "uvicorn_log_config",
 ]

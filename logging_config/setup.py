@@ -29,7 +29,6 @@ __all__ = [
     "configure_logging",
     "renderer",
     "shared_processors",
-    "uvicorn_log_config",
 ]
 
 LEVELS: Final = {
@@ -221,16 +220,3 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric_level)
     _route_library_loggers(numeric_level)
-
-
-def uvicorn_log_config() -> dict[str, Any]:
-    """A dictConfig for ``uvicorn.run(log_config=...)`` that leaves the output to us."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "loggers": {
-            "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True},
-            _UVICORN_ACCESS: {"handlers": [], "propagate": True, "level": "WARNING"},
-        },
-    }
