@@ -8,7 +8,7 @@ from contextlib import aclosing
 from typing import Any
 
 from chat.run.control import RunStats
-from chat.service.runs import ChatRun
+from chat.service.record import ChatRun
 from chat.streams.manager import Reading
 
 

@@ -25,7 +25,7 @@ from chat.http.replies import chat_error_response, store_unavailable_response
 from chat.http.scope import access_record, app_state, request_id_of
 from chat.http.sse import event_stream
 from chat.requests import decode_chat_request
-from chat.service.runs import ChatRun
+from chat.service.record import ChatRun
 from chat.streams.store import StoreUnavailable
 
 _json: Final = msgspec.json.Encoder()

@@ -16,7 +16,7 @@ from chat.errors import spec_for
 from chat.events import Done, Error
 from chat.http.checks import JSON_TYPE
 from chat.http.replies import error_response
-from chat.service.runs import ChatRun
+from chat.service.record import ChatRun
 
 _json: Final = msgspec.json.Encoder()
 

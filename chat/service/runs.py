@@ -1,11 +1,14 @@
 """The run owner: admit a chat request, start its run into the stream log, release it once.
 
 ``ChatService.start`` takes what a run holds (an admission slot, an agent, the drainer's
-registration, a conversation's lock) in one ``RunLease``, and the lease gives all of it back
-from one place, ``RunLease.release``, whichever way the run ends: its events run out (done, an
-error, a stop from outside) or it never started. What the run produced that a caller needs
-afterwards (the terminal event, the answer's text when asked for) is recorded on its ``ChatRun``
-as data while the events pass, so nobody parses the frames back.
+registration, the open-run gauge) in one ``RunLease``, and the lease gives all of it back from
+one place, ``RunLease.release``, whichever way the run ends: its events run out (done, an
+error, a stop from outside) or it never started. A conversation's lock stays with its turn
+(``chat.conversations.turn``), which saves what was delivered and then lets go.
+
+What the run produced that a caller needs afterwards (the terminal event, the answer's text
+when asked for) is recorded on its ``ChatRun`` as data while the events pass, so nobody parses
+the frames back.
 
 Nothing here knows HTTP: refusals are contract errors (``ChatError``) and ``StoreUnavailable``,
 which the HTTP layer renders.
@@ -14,8 +17,6 @@ which the HTTP layer renders.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Final, Protocol
 
 from agents import Agent, ModelSettings
@@ -23,7 +24,6 @@ from agents import Agent, ModelSettings
 from chat.conversations.edge import begin_turn
 from chat.conversations.service import Conversations
 from chat.errors import ChatError
-from chat.events import ChatEvent, Delta, Done, Error
 from chat.models.backend import Backend
 from chat.models.errors import InputTooLongError
 from chat.requests import ChatRequest
@@ -33,8 +33,9 @@ from chat.run.control import RunControl, RunStats
 from chat.run.deadlines import Deadlines
 from chat.service.admission import StreamSlots
 from chat.service.drain import Drainer
+from chat.service.record import ChatRun
 from chat.settings import Settings
-from chat.streams.manager import StreamManager, StreamRun
+from chat.streams.manager import StreamManager
 from chat.streams.store import StoreUnavailable
 
 # A refused stream may try again in a second: slots free up as streams end.
@@ -51,65 +52,6 @@ class RunRecorder(Protocol):
 
     def run_released(self) -> None:
         """A run gave its slot back."""
-
-
-class ChatRun:
-    """A started run as its caller sees it: ids, figures, and what it recorded on the way.
-
-    ``terminal`` is the run's ``done`` or ``error`` event once it passed; ``text()`` the answer
-    delivered so far, when the run was started with ``keep_text``.
-    """
-
-    __slots__ = ("_parts", "conversation_id", "history_turns", "stream", "terminal")
-
-    def __init__(self, *, keep_text: bool) -> None:
-        self.stream: StreamRun | None = None
-        self.conversation_id: str | None = None
-        self.history_turns: int | None = None
-        self.terminal: Done | Error | None = None
-        self._parts: list[str] | None = [] if keep_text else None
-
-    @property
-    def stream_id(self) -> str:
-        """The id readers follow the run by."""
-        assert self.stream is not None, "started"
-        return self.stream.stream_id
-
-    @property
-    def stats(self) -> RunStats:
-        """The run's figures, filled as it goes."""
-        assert self.stream is not None, "started"
-        return self.stream.stats
-
-    @property
-    def store_lost(self) -> bool:
-        """The stream store failed under the run (its readers got ``store_unavailable``)."""
-        return self.stream is not None and self.stream.store_lost
-
-    def text(self) -> str:
-        """The deltas' text so far ('' unless started with ``keep_text``)."""
-        return "".join(self._parts) if self._parts is not None else ""
-
-    async def recording(
-        self, events: AsyncIterator[ChatEvent], on_end: Callable[[], None]
-    ) -> AsyncIterator[ChatEvent]:
-        """Pass ``events`` through, keeping the text (when asked) and the terminal event.
-
-        ``on_end`` runs when they end, however they end (one generator layer for both: every
-        token passes through it).
-        """
-        parts = self._parts
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    if type(event) is Delta:
-                        if parts is not None:
-                            parts.append(event.text)
-                    else:
-                        self.terminal = event  # type: ignore[assignment]
-                    yield event
-        finally:
-            on_end()
 
 
 class RunLease:

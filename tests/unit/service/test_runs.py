@@ -13,7 +13,7 @@ from chat.errors import ChatError
 from chat.events import Done, Error
 from chat.models.registry import build_backend
 from chat.requests import ChatRequest
-from chat.service.runs import ChatRun
+from chat.service.record import ChatRun
 from chat.settings import load_settings
 from chat.state import AppState
 from chat.streams.manager import Reading
