@@ -1,4 +1,9 @@
-"""The ASGI app: routes, lifespan and middleware order. ``uvicorn app:app`` serves it."""
+"""The ASGI app: routes, lifespan and middleware order.
+
+``create_app(settings)`` builds it and does no I/O until its lifespan runs; importing this module
+reads nothing. ``uvicorn --factory app:app_from_environment`` (what ``python -m chat`` runs)
+reads the environment, checks it and builds the app; ``uvicorn app:app`` still works too.
+"""
 
 from __future__ import annotations
 

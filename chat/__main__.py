@@ -1,10 +1,11 @@
 """``python -m chat``: serve the app with uvicorn, tuned for long-lived streams.
 
-Equivalent to ``uvicorn app:app`` plus: our logging only (no second, unredacted access log),
-uvloop and httptools when installed, a keep-alive that outlasts common proxy idle timeouts, and a
-graceful-shutdown limit just above the stream drain grace period. ``--workers N`` runs N
-processes on one socket (uvicorn's supervisor passes SIGTERM on to each); more than one needs
-``REDIS_URL``, so that streams and conversations are shared between them.
+Equivalent to ``uvicorn --factory app:app_from_environment`` plus: our logging only (no
+second, unredacted access log), uvloop and httptools when installed, a keep-alive that outlasts
+common proxy idle timeouts, and a graceful-shutdown limit just above the stream drain grace
+period. ``--workers N`` runs N processes on one socket (uvicorn's supervisor passes SIGTERM on
+to each); more than one needs ``REDIS_URL``, so that streams and conversations are shared
+between them.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     # Before any worker imports prometheus-client: with several, /metrics sums them all.
     atexit.register(prepare_multiprocess_dir(settings.workers if settings.metrics else 1))
     uvicorn.run(
-        # An import string, not the app object: each worker process imports and builds its own.
-        "app:app",
+        # An import string of the factory, not an app: each worker process builds its own, and
+        # a bad setting or an unreachable Redis stops it with one line (app_from_environment).
+        "app:app_from_environment",
+        factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
