@@ -9,10 +9,11 @@ on any other module that imports one).
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agents import ModelSettings, RunConfig
 from agents.models.chatcmpl_converter import Converter
@@ -26,8 +27,10 @@ if TYPE_CHECKING:  # the HTTP layer passes its responses in; models never need S
 __all__ = [
     "FAKE_RESPONSES_ID",
     "SSE_SEND_WITH_TIMEOUT",
+    "STRUCTLOG_PLUMBING_KEYS",
     "Converter",
     "drop_connection_header",
+    "is_structlog_record",
     "mark_completed_without_usage",
     "openai_request_options",
     "provider_request_id",
@@ -71,6 +74,19 @@ def send_directly_without_timeout(cls: ResponseClass) -> ResponseClass:
 
     setattr(cls, SSE_SEND_WITH_TIMEOUT, send_with_timeout)
     return cls
+
+
+# structlog's stdlib plumbing. ``ProcessorFormatter.wrap_for_formatter`` hands a structlog event to
+# logging with the event dict as the record's message and the bound logger in the record's
+# ``_logger`` attribute; ``ProcessorFormatter`` then puts ``_record`` and ``_from_structlog`` in
+# the event dict it renders. Our filter tells our records from libraries' by the first, and the
+# redaction leaves the other two alone (the formatter needs them intact).
+STRUCTLOG_PLUMBING_KEYS: Final = frozenset({"_record", "_from_structlog"})
+
+
+def is_structlog_record(record: logging.LogRecord) -> bool:
+    """Whether a stdlib log record came from structlog (our code), not from a library."""
+    return getattr(record, "_logger", None) is not None
 
 
 def mark_completed_without_usage(response: Any) -> None:

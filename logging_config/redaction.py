@@ -26,6 +26,8 @@ from typing import Final
 import msgspec
 from structlog.typing import EventDict, WrappedLogger
 
+from chat.seams import STRUCTLOG_PLUMBING_KEYS
+
 __all__ = [
     "CONTENT_KEYS",
     "REDACTED",
@@ -57,9 +59,9 @@ CONTENT_KEYS: Final = frozenset(
     }
 )
 
-# structlog's plumbing: `ProcessorFormatter` needs `_record` intact, and an `exc_info` still
-# present means a chain renders exceptions later (then that renderer owns it).
-_UNTOUCHED_KEYS: Final = frozenset({"_record", "_from_structlog", "exc_info"})
+# structlog's plumbing (chat.seams): `ProcessorFormatter` needs `_record` intact, and an
+# `exc_info` still present means a chain renders exceptions later (then that renderer owns it).
+_UNTOUCHED_KEYS: Final = STRUCTLOG_PLUMBING_KEYS | {"exc_info"}
 _EVENT_KEY: Final = "event"
 
 # Deeper than any real event dict; also what stops a self-referencing container.

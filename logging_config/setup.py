@@ -14,6 +14,7 @@ from structlog.processors import ExceptionRenderer
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
 
+from chat.seams import is_structlog_record
 from logging_config.dropped_readers import DroppedReaderFilter
 from logging_config.redaction import (
     ContentRedactor,
@@ -143,8 +144,8 @@ class LibraryDebugFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.INFO:
             return True
-        if getattr(record, "_logger", None) is not None:
-            return True  # structlog's wrap_for_formatter: our own code
+        if is_structlog_record(record):
+            return True  # our own code
         return record.name.partition(".")[0] in _DEBUG_ALLOWED
 
 

@@ -24,7 +24,7 @@ from chat import seams
 
 ROOT = Path(__file__).resolve().parents[2]
 # Packages whose internals only chat/seams.py may import.
-DEPENDENCIES = frozenset({"agents", "openai", "sse_starlette", "starlette", "uvicorn"})
+DEPENDENCIES = frozenset({"agents", "openai", "sse_starlette", "starlette", "structlog", "uvicorn"})
 
 
 def _broke(package: str, what: str) -> str:
@@ -208,3 +208,44 @@ def test_converter_when_used_then_method_exists(name: str) -> None:
     assert isinstance(seams.FAKE_RESPONSES_ID, str), _broke(
         "openai-agents", "agents.models.fake_id.FAKE_RESPONSES_ID"
     )
+
+
+def test_structlog_plumbing_when_logged_through_stdlib_then_record_and_keys_as_expected() -> None:
+    import logging
+
+    import structlog
+
+    seen: dict[str, Any] = {}
+
+    def capture(logger: Any, name: str, event_dict: Any) -> Any:
+        seen.update(event_dict)
+        return "line"
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen["structlog_record"] = seams.is_structlog_record(record)
+            self.format(record)
+
+    handler = Capture()
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[capture]))
+    stdlib = logging.getLogger("seams-test")
+    stdlib.addHandler(handler)
+    stdlib.propagate = False
+    try:
+        logger = structlog.wrap_logger(
+            stdlib,
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        logger.warning("hello")
+        assert seen.get("structlog_record") is True, _broke(
+            "structlog", "the record attribute that marks a structlog event (_logger)"
+        )
+        assert seen.keys() >= seams.STRUCTLOG_PLUMBING_KEYS, _broke(
+            "structlog", "the keys ProcessorFormatter adds to the event dict"
+        )
+        seen.clear()
+        stdlib.warning("from a library")
+        assert seen.get("structlog_record") is False
+    finally:
+        stdlib.removeHandler(handler)
