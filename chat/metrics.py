@@ -143,21 +143,22 @@ class Metrics:
             ("code",),
             registry=own,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        # Labelled children, looked up by plain label values: `labels()` costs more than the
+        # update itself, and every label here takes a few values only (routes, codes, statuses).
+        self._requests: dict[tuple[str, int | None], Any] = {}
+        self._outcomes: dict[str, Any] = {}
+        self._upstream_errors: dict[str, Any] = {}
+        self._rejections: dict[str, Any] = {}
+        # The backend's series, bound at the first stream: a scrape before any stream shows
+        # none of them, as when each was looked up per call.
         self._backend = "unknown"
+        self._backend_series: _BackendSeries | None = None
         self._limit = -1
-
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: ``labels()`` costs more than the update."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def started(self, *, backend: str, limit: int) -> None:
         """The app is up: its backend's name labels the stream metrics; its slot limit."""
         self._backend = backend
+        self._backend_series = None
         self.streams_limit.set(limit)
 
     def limit_changed(self, limit: int) -> None:
@@ -170,11 +171,17 @@ class Metrics:
         self, scope: Scope, status: int | None, record: Mapping[str, object]
     ) -> None:
         """One HTTP request ended (called by the access-log middleware)."""
-        self._child(self.requests, route_label(scope), status_label(status)).inc()
+        route = route_label(scope)
+        child = self._requests.get((route, status))
+        if child is None:
+            child = self._requests[route, status] = self.requests.labels(
+                route, status_label(status)
+            )
+        child.inc()
 
     def rejected(self, code: str) -> None:
         """A request to start a stream was refused with ``code``."""
-        self._child(self.rejections, code).inc()
+        _child(self._rejections, self.rejections, code).inc()
 
     def run_started(self) -> None:
         """A run took an admission slot."""
@@ -189,18 +196,20 @@ class Metrics:
     ) -> None:
         """A stream ended: its outcome, its timings and its tokens, once."""
         now = time.perf_counter()
-        backend = self._backend
+        series = self._backend_series
+        if series is None:
+            series = self._backend_series = _BackendSeries(self, self._backend)
         outcome = stream_outcome(stats, detached=detached, stop_code=stop_code)
-        self._child(self.outcomes, outcome).inc()
+        _child(self._outcomes, self.outcomes, outcome).inc()
         if outcome.startswith("upstream_"):
-            self._child(self.upstream_errors, outcome).inc()
+            _child(self._upstream_errors, self.upstream_errors, outcome).inc()
         if stats.first_token_at is not None:
-            self._child(self.ttft, backend).observe(stats.first_token_at - stats.started_at)
-        self._child(self.duration, backend).observe(now - stats.started_at)
+            series.ttft.observe(stats.first_token_at - stats.started_at)
+        series.duration.observe(now - stats.started_at)
         usage = stats.usage
         if usage is not None:
-            self._child(self.tokens, backend, "input").inc(usage.input_tokens)
-            self._child(self.tokens, backend, "output").inc(usage.output_tokens)
+            series.input_tokens.inc(usage.input_tokens)
+            series.output_tokens.inc(usage.output_tokens)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition (text format, or OpenMetrics when asked for) and its content type."""
@@ -213,6 +222,26 @@ class Metrics:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
+
+
+class _BackendSeries:
+    """The children of the stream metrics labelled with one backend, bound once."""
+
+    __slots__ = ("duration", "input_tokens", "output_tokens", "ttft")
+
+    def __init__(self, metrics: Metrics, backend: str) -> None:
+        self.ttft = metrics.ttft.labels(backend)
+        self.duration = metrics.duration.labels(backend)
+        self.input_tokens = metrics.tokens.labels(backend, "input")
+        self.output_tokens = metrics.tokens.labels(backend, "output")
+
+
+def _child(children: dict[str, Any], metric: MetricWrapperBase, label: str) -> Any:
+    """``metric.labels(label)``, made once per value and kept in ``children``."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = metric.labels(label)
+    return child
 
 
 class NoMetrics:

@@ -98,6 +98,15 @@ class TestMetrics:
         assert value("chat_tokens_total", {"backend": "fake", "kind": "output"}) == 5
         assert value("chat_streams_limit") == 7
 
+    def test_scrape_when_no_stream_ended_yet_then_no_backend_series(self) -> None:
+        metrics = Metrics()
+        metrics.started(backend="fake", limit=7)
+        body, _ = metrics.render(None)
+        assert b'backend="fake"' not in body
+        metrics.run_finished(_stats("done", usage=Usage(9, 2, 11)))
+        body, _ = metrics.render(None)
+        assert b'chat_stream_duration_seconds_count{backend="fake"} 1.0' in body
+
     def test_slots_when_taken_and_given_back_then_active_gauge_follows(self) -> None:
         metrics = Metrics()
         metrics.run_started()
