@@ -236,9 +236,10 @@ def extras(results: Results) -> str:
         on, off = cost["on"], cost["off"]
         line = (
             f"- metrics on against the same build with CHAT_METRICS=false (both up at once, "
-            f"{len(cost['rounds']['on'])} alternating rounds each, medians): "
-            f"{_num(on['requests_per_s'])} vs {_num(off['requests_per_s'])} streams/s, "
-            f"cost {cost['cost_pct']:.1f}% (target ≤ 2%: {_check(cost['cost_pct'] <= 2)})"
+            f"{len(cost['rounds']['on'])} alternating rounds each): "
+            f"{_num(on['requests_per_s'])} vs {_num(off['requests_per_s'])} streams/s (medians), "
+            f"cost {cost['cost_pct']:.1f}% as the median of the paired rounds' costs "
+            f"(target ≤ 2%: {_check(cost['cost_pct'] <= 2)})"
         )
         if on.get("cpu_ms_per_stream") and off.get("cpu_ms_per_stream"):
             delta = (on["cpu_ms_per_stream"] - off["cpu_ms_per_stream"]) * 1000

@@ -72,7 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--overload-rate", type=float, default=250.0, help="starts per second")
     parser.add_argument("--servers", default="service,naive,bare")
     parser.add_argument("--no-variants", action="store_true", help="skip the service variants")
-    parser.add_argument("--metrics-rounds", type=int, default=6, help="on/off throughput rounds")
+    parser.add_argument("--metrics-rounds", type=int, default=10, help="on/off throughput rounds")
     parser.add_argument("--metrics-seconds", type=float, default=4.0, help="seconds per round")
     parser.add_argument(
         "--workers", default="1,2", help="worker counts to compare, unpinned ('' skips)"
@@ -214,11 +214,27 @@ async def measure_metrics_cost(
             "cpu_ms_per_stream": _median([r.get("cpu_ms_per_stream") for r in results]),
             "errors": sum(r["errors"] for r in results),
         }
+    # Each round ran both back to back: its own ratio cancels the drift between rounds (a shared
+    # VM's speed moves by more than 2 % within a minute), and the median drops outlier rounds.
+    paired = [
+        (off["requests_per_s"] - on["requests_per_s"]) / off["requests_per_s"] * 100
+        for on, off in zip(rounds["on"], rounds["off"], strict=True)
+        if off["requests_per_s"]
+    ]
+    cpu_paired = [
+        (on["cpu_ms_per_stream"] / off["cpu_ms_per_stream"] - 1) * 100
+        for on, off in zip(rounds["on"], rounds["off"], strict=True)
+        if on.get("cpu_ms_per_stream") and off.get("cpu_ms_per_stream")
+    ]
     on_rate, off_rate = out["on"]["requests_per_s"], out["off"]["requests_per_s"]
-    if on_rate and off_rate:
-        out["cost_pct"] = round((off_rate - on_rate) / off_rate * 100, 2)
+    if paired:
+        out["cost_pct"] = round(_median(paired) or 0.0, 2)
+        out["round_costs_pct"] = [round(c, 2) for c in paired]
+    if cpu_paired:
+        out["cpu_cost_pct"] = round(_median(cpu_paired) or 0.0, 2)
     print(
-        f"  metrics on {on_rate:.1f}/s, off {off_rate:.1f}/s, cost {out.get('cost_pct')} %",
+        f"  metrics on {on_rate:.1f}/s, off {off_rate:.1f}/s, cost {out.get('cost_pct')} % "
+        f"(median of {len(paired)} paired rounds; CPU per stream {out.get('cpu_cost_pct')} %)",
         flush=True,
     )
     return out
