@@ -26,8 +26,6 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
-from starlette.routing import Mount
-from starlette.types import Scope
 
 from chat.metrics_dir import MULTIPROC_ENV
 from chat.run.control import RunStats
@@ -39,13 +37,17 @@ TTFT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-def route_label(scope: Scope) -> str:
-    """The matched route's template (``/chat/streams/{stream_id}``), never the raw path."""
+def route_label(scope: Mapping[str, Any]) -> str:
+    """The matched route's template (``/chat/streams/{stream_id}``), never the raw path.
+
+    The router leaves the matched route in ``scope["route"]``; a mount (it has ``routes``, a
+    route has not) stands for everything below its path.
+    """
     route = scope.get("route")
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return UNMATCHED_ROUTE
-    if isinstance(route, Mount):
+    if hasattr(route, "routes"):
         return path + "/{path}"
     return path
 
@@ -168,7 +170,7 @@ class Metrics:
             self.streams_limit.set(limit)
 
     def request_finished(
-        self, scope: Scope, status: int | None, record: Mapping[str, object]
+        self, scope: Mapping[str, Any], status: int | None, record: Mapping[str, object]
     ) -> None:
         """One HTTP request ended (called by the access-log middleware)."""
         route = route_label(scope)

@@ -27,6 +27,7 @@ RULES = (
             "chat.events",
             "chat.bodies",
             "chat.requests",
+            "chat.metrics",
         ),
         HTTP,
         "only the HTTP layer may",
