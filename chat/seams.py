@@ -28,6 +28,7 @@ __all__ = [
     "SSE_SEND_WITH_TIMEOUT",
     "Converter",
     "drop_connection_header",
+    "install_sdk_fast_paths",
     "mark_completed_without_usage",
     "openai_request_options",
     "provider_request_id",
@@ -142,3 +143,36 @@ def openai_request_options(settings: ModelSettings) -> dict[str, Any]:
     if settings.extra_body:
         options["extra_json"] = settings.extra_body
     return options
+
+
+def _single_agent_identity_map(
+    build: Callable[[Any], dict[str, Any]],
+) -> Callable[[Any], dict[str, Any]]:
+    """``build``, answering at once for an agent that reaches no other agent.
+
+    The SDK's ``agents._run_state_agent_identity._build_agent_identity_map`` names every agent
+    reachable through handoffs and agents-as-tools, ordering agents of one name by a JSON
+    signature of their whole configuration (``dataclasses.asdict`` of the model settings, two
+    ``json.dumps``). It runs twice per run even when nothing is resumed (the sandbox session
+    manager and the tool-use snapshot): ~75 us each here, for a graph of one agent whose map is
+    always ``{agent.name: agent}``. Any other graph goes to the SDK's own function.
+    """
+
+    def build_identity_map(initial_agent: Any) -> dict[str, Any]:
+        if not initial_agent.handoffs and not any(
+            getattr(tool, "_is_agent_tool", False) for tool in initial_agent.tools or ()
+        ):
+            return {initial_agent.name: initial_agent}
+        return build(initial_agent)
+
+    build_identity_map.__wrapped__ = build  # type: ignore[attr-defined]
+    return build_identity_map
+
+
+def install_sdk_fast_paths() -> None:
+    """Replace SDK internals that do per-run work with the same result, cheaper (idempotent)."""
+    from agents import _run_state_agent_identity as identity
+
+    current = identity._build_agent_identity_map
+    if not hasattr(current, "__wrapped__"):
+        identity._build_agent_identity_map = _single_agent_identity_map(current)

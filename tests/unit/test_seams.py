@@ -185,3 +185,44 @@ def test_converter_when_used_then_method_exists(name: str) -> None:
     assert isinstance(seams.FAKE_RESPONSES_ID, str), _broke(
         "openai-agents", "agents.models.fake_id.FAKE_RESPONSES_ID"
     )
+
+
+def test_identity_fast_path_when_installed_then_the_sdk_builds_its_keys_through_it() -> None:
+    from agents import _run_state_agent_identity as identity
+    from agents.run_internal import tool_use_tracker
+    from agents.sandbox import runtime_session_manager
+
+    seams.install_sdk_fast_paths()
+    assert hasattr(identity._build_agent_identity_map, "__wrapped__")
+    # The per-run callers reach the map through _build_agent_identity_keys_by_id, which must
+    # still look it up as a module global (else the fast path is silently bypassed).
+    names = identity._build_agent_identity_keys_by_id.__code__.co_names
+    assert "_build_agent_identity_map" in names, _broke(
+        "openai-agents", "_build_agent_identity_keys_by_id (no longer uses the identity map)"
+    )
+    for module in (tool_use_tracker, runtime_session_manager):
+        assert module._build_agent_identity_keys_by_id is (
+            identity._build_agent_identity_keys_by_id
+        ), _broke("openai-agents", f"{module.__name__}'s agent identity keys")
+
+
+def test_identity_fast_path_when_one_agent_then_the_same_map_as_the_sdk() -> None:
+    from agents import Agent
+    from agents import _run_state_agent_identity as identity
+
+    seams.install_sdk_fast_paths()
+    fast = identity._build_agent_identity_map
+    sdk = fast.__wrapped__  # type: ignore[attr-defined]
+    alone: Any = Agent(name="assistant", instructions="Be brief.")
+    helper: Any = Agent(name="helper", instructions="Help.")
+    leader: Any = Agent(name="assistant", instructions="Lead.", handoffs=[helper])
+    as_tool: Any = Agent(
+        name="outer", tools=[helper.as_tool(tool_name="ask", tool_description="Ask.")]
+    )
+    for agent in (alone, leader, as_tool):
+        assert fast(agent) == sdk(agent), _broke(
+            "openai-agents", f"the identity map of {agent.name!r} (fast path differs)"
+        )
+    assert fast(alone) == {"assistant": alone}
+    assert set(fast(leader)) == {"assistant", "helper"}
+    assert set(fast(as_tool)) == {"outer", "helper"}
