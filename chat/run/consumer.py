@@ -15,7 +15,7 @@ from contextlib import aclosing
 from typing import Any
 
 import structlog
-from agents import Agent, ItemHelpers, Model, ModelResponse, ModelSettings, Runner
+from agents import Agent, Model, ModelResponse, ModelSettings, Runner
 from agents.memory import Session
 from openai.types.responses import Response
 
@@ -37,20 +37,15 @@ class TapModel(Model):
     them); the tap lets the consumer send text the provider produced before it failed.
     """
 
-    def __init__(self, inner: Model, early: Any = None) -> None:
+    def __init__(self, inner: Model) -> None:
         self.inner = inner
         self.produced: list[str] = []
-        # A request sent before the Runner asked (see _send_early): the first call takes it.
-        self.early = early
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
         return await self.inner.get_response(*args, **kwargs)
 
     async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
         append = self.produced.append
-        early, self.early = self.early, None
-        if early is not None:
-            kwargs["early"] = early
         async with aclosing(self.inner.stream_response(*args, **kwargs)) as events:  # type: ignore[type-var]
             async for event in events:
                 if event.type == TEXT_DELTA and event.delta:
@@ -59,36 +54,6 @@ class TapModel(Model):
 
     async def close(self) -> None:
         return None
-
-    async def discard_early(self) -> None:
-        """Cancel an early request the Runner never asked for (the run ended first)."""
-        early, self.early = self.early, None
-        if early is not None:
-            await early.cancel()
-
-
-def _send_early(
-    agent: Agent[Any], model: Model, message: str, model_settings: ModelSettings
-) -> Any:
-    """Start the model's request now, as the Runner will ask for it, when that can be foreseen.
-
-    The Runner spends about a millisecond setting a run up before it calls the model; the
-    request and the provider's first byte can happen meanwhile. Foreseen only for a plain
-    agent (text instructions, no tools, handoffs, guardrails or prompt) and no session: the
-    Runner then asks with these instructions, this message as one input item, and the
-    agent's settings under ours. The model compares the request it would send with the early
-    one and sends its own if they differ, so what goes out is always what the Runner asked.
-    """
-    send_early = getattr(model, "send_early", None)
-    if send_early is None or not isinstance(agent.instructions, str):
-        return None
-    if agent.tools or agent.handoffs or agent.input_guardrails or agent.prompt is not None:
-        return None
-    return send_early(
-        agent.instructions,
-        ItemHelpers.input_to_new_input_list(message),
-        agent.model_settings.resolve(model_settings),
-    )
 
 
 async def stream_chat(
@@ -109,8 +74,7 @@ async def stream_chat(
     With ``session`` the Runner puts the session's history before the message.
     """
     stats = stats if stats is not None else RunStats()
-    early = _send_early(agent, model, message, model_settings) if session is None else None
-    tap = TapModel(model, early)
+    tap = TapModel(model)
     config = run_config(model=tap, tracing=tracing, model_settings=model_settings)
     result = Runner.run_streamed(agent, input=message, run_config=config, session=session)
     if control is not None:
@@ -168,7 +132,6 @@ async def stream_chat(
         watchdog.close()
         result.cancel()
         await events.aclose()
-        await tap.discard_early()
         stats.upstream_request_id = _upstream_request_id(result.raw_responses)
 
     if completed is None:

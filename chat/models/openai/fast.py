@@ -22,9 +22,7 @@ from typing import Any, Final, Literal
 
 import anyio
 import httpx2
-import msgspec
 import openai
-import structlog
 from agents import Model, ModelSettings, ModelTracing
 from agents.exceptions import UserError
 from agents.items import ItemHelpers
@@ -52,8 +50,6 @@ from chat.seams import (
 
 OpenAIApi = Literal["responses", "chat_completions"]
 
-log = structlog.get_logger(__name__)
-
 # After the last event only the end of the chunked body is left; a server that keeps the body
 # open longer loses its keep-alive connection instead of delaying our answer.
 _DRAIN_S: Final = 0.1
@@ -79,41 +75,6 @@ class FastOpenAIModel(StreamedModel):
         self.api = api
         self._client = client
         self._path = "/responses" if api == "responses" else "/chat/completions"
-        # Off for good after one early request that was not what the Runner asked for.
-        self._early = True
-
-    def request_key(
-        self, system_instructions: str | None, input: str | list[Any], settings: ModelSettings
-    ) -> RequestKey:
-        """What goes out for these arguments: the path, the JSON body and the client options."""
-        if self.api == "responses":
-            body = responses_body(self.model, system_instructions, input, settings)
-        else:
-            body = chat_completions_body(self.model, system_instructions, input, settings)
-        return RequestKey(self._path, body, openai_request_options(settings))
-
-    def send_early(
-        self, system_instructions: str | None, input: str | list[Any], settings: ModelSettings
-    ) -> EarlyRequest | None:
-        """Send the request the Runner is about to ask for now, while it sets the run up.
-
-        ``stream_response(..., early=...)`` uses it when the Runner's arguments give the same
-        request; otherwise it is cancelled (its connection dropped) and the Runner's is sent.
-        """
-        if not self._early:
-            return None
-        try:
-            key = self.request_key(system_instructions, input, settings)
-        except UserError:
-            return None  # the Runner's own call raises it
-        return EarlyRequest(key, asyncio.ensure_future(self._send(key)))
-
-    async def _send(self, key: RequestKey) -> httpx2.Response:
-        # Retries, auth and status errors happen in here, before the first byte of the body.
-        response: httpx2.Response = await self._client.post(
-            key.path, cast_to=httpx2.Response, body=key.body, options=key.options, stream=True
-        )
-        return response
 
     async def stream_response(  # type: ignore[override]
         self,
@@ -128,24 +89,25 @@ class FastOpenAIModel(StreamedModel):
         previous_response_id: str | None = None,
         conversation_id: str | None = None,
         prompt: Any = None,
-        early: EarlyRequest | None = None,
     ) -> AsyncIterator[ResponseStreamEvent]:
         if tools or handoffs or output_schema is not None:
             raise UserError("the fast OpenAI model streams text only; use CHAT_OPENAI_IMPL=stock")
         if previous_response_id or conversation_id or prompt is not None:
             raise UserError("server-side conversation state needs CHAT_OPENAI_IMPL=stock")
-        key = self.request_key(system_instructions, input, model_settings)
-        decoder: StreamDecoder = (
-            ResponsesDecoder() if self.api == "responses" else ChatCompletionsDecoder()
-        )
-        if early is not None and early.key == key:
-            response = await early.take()
+        if self.api == "responses":
+            body = responses_body(self.model, system_instructions, input, model_settings)
+            decoder: StreamDecoder = ResponsesDecoder()
         else:
-            if early is not None:
-                await early.cancel()
-                self._early = False
-                log.warning("early_request_mismatch", model=self.model)
-            response = await self._send(key)
+            body = chat_completions_body(self.model, system_instructions, input, model_settings)
+            decoder = ChatCompletionsDecoder()
+        # Retries, auth and status errors happen in here, before the first byte of the body.
+        response: httpx2.Response = await self._client.post(
+            self._path,
+            cast_to=httpx2.Response,
+            body=body,
+            options=openai_request_options(model_settings),
+            stream=True,
+        )
         request = response.request
         arrivals = Arrivals(response.aiter_bytes())
         try:
@@ -191,50 +153,6 @@ class FastOpenAIModel(StreamedModel):
         # The Runner copies this onto ModelResponse.request_id, as it does for the stock models.
         set_provider_request_id(completed.response, response.headers.get("x-request-id"))
         yield completed
-
-
-class RequestKey(msgspec.Struct, frozen=True):
-    """One request to the provider, as sent: equal keys send equal bytes."""
-
-    path: str
-    body: dict[str, Any]
-    options: dict[str, Any]
-
-
-class EarlyRequest:
-    """A request sent before the Runner asked for it; taken once, or cancelled."""
-
-    __slots__ = ("_task", "key")
-
-    def __init__(self, key: RequestKey, task: asyncio.Future[httpx2.Response]) -> None:
-        self.key = key
-        self._task: asyncio.Future[httpx2.Response] | None = task
-
-    async def take(self) -> httpx2.Response:
-        """The response (or the client's error); the caller closes the response."""
-        task, self._task = self._task, None
-        assert task is not None, "an early request is taken once"
-        try:
-            return await task
-        except asyncio.CancelledError:
-            await _close_unclaimed(task)
-            raise
-
-    async def cancel(self) -> None:
-        """Stop it and drop its connection; nothing when it was taken already."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait((task,))
-            await _close_unclaimed(task)
-
-
-async def _close_unclaimed(task: asyncio.Future[httpx2.Response]) -> None:
-    """Close the response of a finished send nobody will read; its failure is nobody's."""
-    if not task.done() or task.cancelled():
-        return
-    if task.exception() is None:
-        await task.result().aclose()
 
 
 def _raise_unless_complete(decoder: StreamDecoder, request: httpx2.Request) -> None:

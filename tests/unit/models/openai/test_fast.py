@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -464,52 +463,3 @@ async def test_model_when_tools_given_then_user_error() -> None:
     with pytest.raises(UserError):
         async for _ in model.stream_response(None, "hi", ModelSettings(), tools=[object()]):
             pass
-
-
-@pytest.mark.anyio
-async def test_early_request_when_the_runner_asks_the_same_then_sent_once_and_used() -> None:
-    requests: list[httpx2.Request] = []
-    model = FastOpenAIModel(
-        client_for(streaming(Body([CHAT_STREAM]), requests)), "m", "chat_completions"
-    )
-    early = model.send_early("Be brief.", "hi", ModelSettings())
-    assert early is not None
-    events = [
-        e async for e in model.stream_response("Be brief.", "hi", ModelSettings(), early=early)
-    ]
-    assert events[-1].type == "response.completed"
-    assert len(requests) == 1
-
-
-@pytest.mark.anyio
-async def test_early_request_when_the_runner_asks_otherwise_then_its_own_sent_and_early_off() -> (
-    None
-):
-    requests: list[httpx2.Request] = []
-    bodies = iter([Body([CHAT_STREAM]), Body([CHAT_STREAM])])
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        requests.append(request)
-        return httpx2.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=next(bodies)
-        )
-
-    model = FastOpenAIModel(client_for(handler), "m", "chat_completions")
-    early = model.send_early("Be brief.", "hi", ModelSettings())
-    assert early is not None
-    events = [e async for e in model.stream_response("Other.", "hi", ModelSettings(), early=early)]
-    assert events[-1].type == "response.completed"
-    assert json.loads(requests[-1].content)["messages"][0]["content"] == "Other."
-    assert model.send_early("Be brief.", "hi", ModelSettings()) is None  # off for good
-
-
-@pytest.mark.anyio
-async def test_early_request_when_cancelled_before_use_then_its_response_is_closed() -> None:
-    body = Body([CHAT_STREAM])
-    model = FastOpenAIModel(client_for(streaming(body)), "m", "chat_completions")
-    early = model.send_early("Be brief.", "hi", ModelSettings())
-    assert early is not None
-    await asyncio.sleep(0.01)  # the response has arrived
-    await early.cancel()
-    assert body.closed
-    await early.cancel()  # twice is harmless
