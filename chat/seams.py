@@ -9,10 +9,12 @@ on any other module that imports one).
 
 from __future__ import annotations
 
+import dis
+import inspect
 import logging
 import signal
-from collections.abc import Callable
-from types import FrameType
+from collections.abc import Awaitable, Callable
+from types import CodeType, CoroutineType, FrameType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agents import ModelSettings, RunConfig
@@ -30,6 +32,8 @@ __all__ = [
     "STRUCTLOG_PLUMBING_KEYS",
     "Converter",
     "drop_connection_header",
+    "empty_hook_codes",
+    "install_sdk_fast_paths",
     "is_structlog_record",
     "mark_completed_without_usage",
     "openai_request_options",
@@ -180,3 +184,112 @@ def openai_request_options(settings: ModelSettings) -> dict[str, Any]:
     if settings.extra_body:
         options["extra_json"] = settings.extra_body
     return options
+
+
+def _single_agent_identity_map(
+    build: Callable[[Any], dict[str, Any]],
+) -> Callable[[Any], dict[str, Any]]:
+    """``build``, answering at once for an agent that reaches no other agent.
+
+    The SDK's ``agents._run_state_agent_identity._build_agent_identity_map`` names every agent
+    reachable through handoffs and agents-as-tools, ordering agents of one name by a JSON
+    signature of their whole configuration (``dataclasses.asdict`` of the model settings, two
+    ``json.dumps``). It runs twice per run even when nothing is resumed (the sandbox session
+    manager and the tool-use snapshot): ~75 us each here, for a graph of one agent whose map is
+    always ``{agent.name: agent}``. Any other graph goes to the SDK's own function.
+    """
+
+    def build_identity_map(initial_agent: Any) -> dict[str, Any]:
+        if not initial_agent.handoffs and not any(
+            getattr(tool, "_is_agent_tool", False) for tool in initial_agent.tools or ()
+        ):
+            return {initial_agent.name: initial_agent}
+        return build(initial_agent)
+
+    build_identity_map.__wrapped__ = build  # type: ignore[attr-defined]
+    return build_identity_map
+
+
+# The SDK modules that gather hooks (or nothing) on every run, each importing
+# agents.util._asyncio_tasks.gather_with_cancel by name.
+SDK_GATHERING_MODULES: tuple[str, ...] = (
+    "agents.agent",
+    "agents.run_internal.run_loop",
+    "agents.run_internal.tool_planning",
+    "agents.run_internal.turn_preparation",
+    "agents.run_internal.turn_resolution",
+)
+
+
+def _is_empty_coroutine_function(function: Any) -> bool:
+    """Whether ``function`` is ``async def f(...): pass`` (docstrings allowed): no effects."""
+    if not inspect.iscoroutinefunction(function):
+        return False
+    steps = [(i.opname, i.argval) for i in dis.get_instructions(function) if i.opname != "CACHE"]
+    return steps == [
+        ("RETURN_GENERATOR", None),
+        ("POP_TOP", None),
+        ("RESUME", 0),
+        ("LOAD_CONST", None),
+        ("RETURN_VALUE", None),
+    ]
+
+
+def empty_hook_codes() -> frozenset[CodeType]:
+    """The code of every SDK hook default, and of its no-op coroutine, whose body is empty."""
+    from agents.lifecycle import AgentHooksBase, RunHooksBase
+    from agents.util import _coro
+
+    candidates = [_coro.noop_coroutine]
+    for cls in (RunHooksBase, AgentHooksBase):
+        candidates.extend(vars(cls).values())
+    return frozenset(f.__code__ for f in candidates if _is_empty_coroutine_function(f))
+
+
+def _skipping_empty_hooks(
+    gather: Callable[..., Awaitable[tuple[Any, ...]]], empty: frozenset[CodeType]
+) -> Callable[..., Awaitable[tuple[Any, ...]]]:
+    """``gather``, returning at once when there is nothing to run but empty hooks.
+
+    The SDK's ``gather_with_cancel`` runs every hook call as a task and waits for them all, also
+    when there are none and when each is a default hook whose body is ``pass``: eight gathers a
+    run here (agent start, prompt, LLM start and end, tools, handoffs, agent end), 16 tasks and a
+    turn of the event loop each (~22 us apiece), two of them before the model request goes out.
+    An empty coroutine that never started returns None and does nothing else: closing it is
+    the same. Anything else (a user's hooks, the system prompt) goes to the SDK's gather.
+    """
+
+    async def gather_with_cancel(
+        *awaitables: Awaitable[Any], on_child_failure: Callable[[BaseException], None] | None = None
+    ) -> tuple[Any, ...]:
+        for awaitable in awaitables:
+            if (
+                type(awaitable) is not CoroutineType
+                or awaitable.cr_code not in empty
+                or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED
+            ):
+                return await gather(*awaitables, on_child_failure=on_child_failure)
+        for awaitable in awaitables:
+            awaitable.close()  # type: ignore[attr-defined]
+        return (None,) * len(awaitables)
+
+    gather_with_cancel.__wrapped__ = gather  # type: ignore[attr-defined]
+    return gather_with_cancel
+
+
+def install_sdk_fast_paths() -> None:
+    """Replace SDK internals that do per-run work with the same result, cheaper (idempotent)."""
+    import importlib
+
+    from agents import _run_state_agent_identity as identity
+    from agents.util import _asyncio_tasks
+
+    current = identity._build_agent_identity_map
+    if not hasattr(current, "__wrapped__"):
+        identity._build_agent_identity_map = _single_agent_identity_map(current)
+    original = _asyncio_tasks.gather_with_cancel
+    fast = _skipping_empty_hooks(original, empty_hook_codes())
+    for name in SDK_GATHERING_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "gather_with_cancel", None) is original:
+            module.gather_with_cancel = fast  # type: ignore[attr-defined]

@@ -94,18 +94,18 @@ class CorrelationIdMiddleware:
             await send(message)
 
         token = request_id_var.set(request_id)
+        # Tokens, not bound_contextvars(): that one copies the whole context to save what it
+        # overwrites; resetting the token restores the same, per request.
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                try:
-                    await self.app(scope, receive, send_with_request_id)
-                except Exception:
-                    _log.exception(
-                        "unhandled_error", method=scope.get("method"), path=scope.get("path")
-                    )
-                    if response_started:
-                        raise  # the server must cut the half-sent response off
-                    await self._send_error(send, header_value, request_id)
+            await self.app(scope, receive, send_with_request_id)
+        except Exception:
+            _log.exception("unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            if response_started:
+                raise  # the server must cut the half-sent response off
+            await self._send_error(send, header_value, request_id)
         finally:
+            structlog.contextvars.reset_contextvars(**bound)
             request_id_var.reset(token)
 
     @staticmethod

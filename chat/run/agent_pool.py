@@ -13,6 +13,8 @@ from typing import Any
 
 from agents import Agent
 
+from chat.seams import install_sdk_fast_paths
+
 
 class AgentPool:
     """Hands each run an Agent no other running run holds; all are copies of ``template``."""
@@ -20,6 +22,7 @@ class AgentPool:
     __slots__ = ("_idle", "template")
 
     def __init__(self, template: Agent[Any]) -> None:
+        install_sdk_fast_paths()  # every run's agent comes from a pool: once is enough
         self.template = template
         self._idle: list[Agent[Any]] = [template]
 

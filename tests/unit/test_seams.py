@@ -249,3 +249,109 @@ def test_structlog_plumbing_when_logged_through_stdlib_then_record_and_keys_as_e
         assert seen.get("structlog_record") is False
     finally:
         stdlib.removeHandler(handler)
+
+
+def test_identity_fast_path_when_installed_then_the_sdk_builds_its_keys_through_it() -> None:
+    from agents import _run_state_agent_identity as identity
+    from agents.run_internal import tool_use_tracker
+    from agents.sandbox import runtime_session_manager
+
+    seams.install_sdk_fast_paths()
+    assert hasattr(identity._build_agent_identity_map, "__wrapped__")
+    # The per-run callers reach the map through _build_agent_identity_keys_by_id, which must
+    # still look it up as a module global (else the fast path is silently bypassed).
+    names = identity._build_agent_identity_keys_by_id.__code__.co_names
+    assert "_build_agent_identity_map" in names, _broke(
+        "openai-agents", "_build_agent_identity_keys_by_id (no longer uses the identity map)"
+    )
+    for module in (tool_use_tracker, runtime_session_manager):
+        assert module._build_agent_identity_keys_by_id is (
+            identity._build_agent_identity_keys_by_id
+        ), _broke("openai-agents", f"{module.__name__}'s agent identity keys")
+
+
+def test_identity_fast_path_when_one_agent_then_the_same_map_as_the_sdk() -> None:
+    from agents import Agent
+    from agents import _run_state_agent_identity as identity
+
+    seams.install_sdk_fast_paths()
+    fast = identity._build_agent_identity_map
+    sdk = fast.__wrapped__  # type: ignore[attr-defined]
+    alone: Any = Agent(name="assistant", instructions="Be brief.")
+    helper: Any = Agent(name="helper", instructions="Help.")
+    leader: Any = Agent(name="assistant", instructions="Lead.", handoffs=[helper])
+    as_tool: Any = Agent(
+        name="outer", tools=[helper.as_tool(tool_name="ask", tool_description="Ask.")]
+    )
+    for agent in (alone, leader, as_tool):
+        assert fast(agent) == sdk(agent), _broke(
+            "openai-agents", f"the identity map of {agent.name!r} (fast path differs)"
+        )
+    assert fast(alone) == {"assistant": alone}
+    assert set(fast(leader)) == {"assistant", "helper"}
+    assert set(fast(as_tool)) == {"outer", "helper"}
+
+
+def test_gather_fast_path_when_installed_then_every_gathering_module_uses_it() -> None:
+    import importlib
+
+    from agents.lifecycle import AgentHooksBase, RunHooksBase
+
+    seams.install_sdk_fast_paths()
+    codes = seams.empty_hook_codes()
+    for hook in ("on_agent_start", "on_llm_start", "on_llm_end", "on_agent_end"):
+        assert getattr(RunHooksBase, hook).__code__ in codes, _broke(
+            "openai-agents", f"RunHooksBase.{hook} (no longer an empty coroutine)"
+        )
+    for hook in ("on_start", "on_end", "on_llm_start", "on_llm_end"):
+        assert getattr(AgentHooksBase, hook).__code__ in codes, _broke(
+            "openai-agents", f"AgentHooksBase.{hook} (no longer an empty coroutine)"
+        )
+    for name in seams.SDK_GATHERING_MODULES:
+        gather = getattr(importlib.import_module(name), "gather_with_cancel", None)
+        assert hasattr(gather, "__wrapped__"), _broke(
+            "openai-agents", f"{name}.gather_with_cancel (imported differently)"
+        )
+
+
+@pytest.mark.anyio
+async def test_gather_fast_path_when_only_empty_hooks_then_no_task_and_none_each() -> None:
+    import asyncio
+
+    from agents import Agent, RunHooks
+    from agents.run_internal import run_loop
+
+    seams.install_sdk_fast_paths()
+    gather = run_loop.gather_with_cancel
+    hooks: Any = RunHooks()
+    agent: Any = Agent(name="a")
+    tasks_before = len(asyncio.all_tasks())
+    hook_call = hooks.on_agent_start(None, agent)
+    assert await gather(hook_call, hooks.on_llm_end(None, agent, None)) == (None, None)
+    assert await gather() == ()
+    assert len(asyncio.all_tasks()) == tasks_before
+    assert inspect.getcoroutinestate(hook_call) == inspect.CORO_CLOSED
+
+
+@pytest.mark.anyio
+async def test_gather_fast_path_when_a_hook_does_work_then_the_sdk_gather_runs_it() -> None:
+    from agents import Agent, RunHooks
+    from agents.run_internal import run_loop
+
+    seams.install_sdk_fast_paths()
+    calls: list[str] = []
+
+    class Counting(RunHooks[Any]):
+        async def on_agent_start(self, context: Any, agent: Any) -> None:
+            calls.append(agent.name)
+
+    async def value() -> int:
+        return 7
+
+    agent: Any = Agent(name="a")
+    gather = run_loop.gather_with_cancel
+    assert await gather(
+        Counting().on_agent_start(None, agent), RunHooks().on_llm_start(None, agent, None, [])
+    ) == (None, None)
+    assert calls == ["a"]
+    assert await gather(value(), RunHooks().on_agent_start(None, agent)) == (7, None)
