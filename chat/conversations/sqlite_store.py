@@ -8,7 +8,8 @@ win. Times are wall-clock seconds: every process on the machine agrees on them.
 Our own statements go through one connection per process, in a worker thread, behind a lock;
 ``synchronous=NORMAL`` (WAL) makes a commit cheap and loses at most the last commits on a power
 cut, never the file's integrity (``sqlite_file.py``: the file, its tables, that connection). The
-SDK's sessions keep their own connections and settings.
+SDK's sessions run on connections the store keeps, one per thread, with the same settings
+(``sqlite_sessions.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
-from agents import SQLiteSession
 from agents.memory import Session
 
 from chat.conversations.sqlite_file import connect, prepare_data_dir
+from chat.conversations.sqlite_sessions import StoreSessions
 from chat.conversations.store import (
     Claim,
     ConversationBusy,
@@ -52,6 +53,7 @@ class SQLiteConversationStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = connect(path)
+        self._sessions = StoreSessions(path)
 
     @classmethod
     async def open(cls, data_dir: str | Path, limits: Limits) -> SQLiteConversationStore:
@@ -73,14 +75,10 @@ class SQLiteConversationStore:
             raise StoreUnavailable(f"conversation database: {type(exc).__name__}") from None
 
     async def open_session(self, conversation_id: str) -> Session:
-        try:
-            return await asyncio.to_thread(SQLiteSession, conversation_id, self.path)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"conversation database: {type(exc).__name__}") from None
+        return self._sessions.session(conversation_id)
 
     async def close_session(self, session: Session) -> None:
-        if isinstance(session, SQLiteSession):
-            await asyncio.to_thread(session.close)
+        return None  # its connections are the store's (sqlite_sessions.py)
 
     async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
         limits = self.limits
@@ -289,6 +287,7 @@ class SQLiteConversationStore:
         def close() -> None:
             with self._lock:
                 self._conn.close()
+            self._sessions.close()
 
         await asyncio.to_thread(close)
 
