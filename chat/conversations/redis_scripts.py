@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS: meta, lock. ARGV: owner, token, lock ms, max turns, max bytes, added bytes, ttl ms.
+# KEYS: meta, lock, the SDK session's message list. ARGV: owner, token, lock ms, max turns,
+# max bytes, added bytes, ttl ms, history items to return. Returns {status, value, items}: the
+# newest items come with the claim, one round trip instead of two.
 CLAIM: Final = """
 local meta = redis.call('HMGET', KEYS[1], 'owner', 'turns', 'bytes')
 if meta[1] and meta[1] ~= ARGV[1] then
@@ -37,7 +39,11 @@ if not meta[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
   return {'fresh', 0}
 end
-return {'ok', turns}
+local items = {}
+if tonumber(ARGV[8]) > 0 then
+  items = redis.call('LRANGE', KEYS[3], -tonumber(ARGV[8]), -1)
+end
+return {'ok', turns, items}
 """
 
 # KEYS: meta, lock. ARGV: token, owner, turns, bytes, ttl ms.

@@ -27,6 +27,7 @@ from chat.conversations.store import (
     Limits,
     StoreUnavailable,
 )
+from chat.conversations.turns import decode_items
 
 T = TypeVar("T")
 
@@ -65,6 +66,9 @@ class RedisConversationStore:
         )
         return cls(redis, limits, key_prefix=key_prefix)
 
+    def _session_prefix(self) -> str:
+        return f"{self.key_prefix}session"
+
     def _keys(self, conversation_id: str) -> list[str]:
         prefix = self.key_prefix
         return [f"{prefix}meta:{conversation_id}", f"{prefix}lock:{conversation_id}"]
@@ -80,14 +84,16 @@ class RedisConversationStore:
         return RedisSession(
             conversation_id,
             redis_client=self._redis,
-            key_prefix=f"{self.key_prefix}session",
+            key_prefix=self._session_prefix(),
             ttl=max(1, math.ceil(self.limits.ttl_s)),
         )
 
     async def close_session(self, session: Session) -> None:
         return None  # the client is ours and shared: nothing per session
 
-    async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
+    async def claim(
+        self, conversation_id: str, owner: str, add_bytes: int, history_limit: int = 0
+    ) -> Claim:
         limits = self.limits
         token = secrets.token_hex(16)
         args: list[Any] = [
@@ -98,9 +104,12 @@ class RedisConversationStore:
             limits.max_bytes,
             add_bytes,
             self._ttl_ms,
+            max(0, history_limit),
         ]
-        status, value = await self._bounded(
-            self._claim(keys=self._keys(conversation_id), args=args)
+        # RedisSession's list of the conversation's items (its key layout, openai-agents 0.24).
+        messages = f"{self._session_prefix()}:{conversation_id}:messages"
+        status, value, *rest = await self._bounded(
+            self._claim(keys=[*self._keys(conversation_id), messages], args=args)
         )
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "not_found":
@@ -112,9 +121,10 @@ class RedisConversationStore:
         if status == "full_bytes":
             raise ConversationFull("bytes", limits.max_bytes)
         fresh = status == "fresh"
+        history = decode_items(rest[0]) if rest and not fresh else []
         # A new record cannot tell a new conversation from an expired one whose items outlived
         # it by a moment: clear the items before the first run.
-        return Claim(token=token, fresh=fresh, stale=fresh, turns=int(value))
+        return Claim(token=token, fresh=fresh, stale=fresh, turns=int(value), history=history)
 
     async def renew(self, locks: list[tuple[str, str]]) -> list[str]:
         if not locks:
@@ -141,6 +151,22 @@ class RedisConversationStore:
             )
         )
         return bool(held)
+
+    async def save(
+        self,
+        conversation_id: str,
+        token: str,
+        session: Session,
+        items: list[Any],
+        *,
+        owner: str,
+        turns: int,
+        add_bytes: int,
+    ) -> bool:
+        await self._bounded(session.add_items(items))
+        return await self.finish(
+            conversation_id, token, owner=owner, turns=turns, add_bytes=add_bytes
+        )
 
     async def release(self, conversation_id: str, token: str) -> None:
         await self._bounded(self._release(keys=[self._keys(conversation_id)[1]], args=[token]))

@@ -15,11 +15,16 @@ import contextlib
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any, Final
 
 from agents import SQLiteSession
 from agents.memory import SessionSettings
 
 from chat.conversations.sqlite_file import open_connection
+
+# SQLiteSession's default table names, which its sessions in this file use.
+SESSIONS_TABLE: Final = "agent_sessions"
+MESSAGES_TABLE: Final = "agent_messages"
 
 
 class StoreSessions:
@@ -74,8 +79,8 @@ class SharedSQLiteSession(SQLiteSession):
         self.session_id = session_id
         self.session_settings = SessionSettings()
         self.db_path = sessions.path
-        self.sessions_table = "agent_sessions"
-        self.messages_table = "agent_messages"
+        self.sessions_table = SESSIONS_TABLE
+        self.messages_table = MESSAGES_TABLE
         self._sessions = sessions
         self._lock = sessions.lock
         self._is_memory_db = False
@@ -89,6 +94,15 @@ class SharedSQLiteSession(SQLiteSession):
         # A connection that could not roll back: the SDK would close it and forget it; it is
         # the store's, so the store's thread gets a new one instead.
         self._sessions.forget(conn)
+
+    def add_items_here(self, items: list[Any]) -> None:
+        """``add_items`` in the calling thread (the SDK's own insert and commit): the store saves
+        a turn and its record in one trip to a worker thread."""
+        if not items:
+            return
+        with self._write_connection() as conn:
+            self._insert_items(conn, items)
+            conn.commit()
 
     def close(self) -> None:
         """Nothing to release: the connections are the store's."""
