@@ -6,6 +6,7 @@ The keys and the scripts that check and set them are in ``redis_scripts.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 from collections.abc import Awaitable
@@ -46,6 +47,8 @@ class RedisConversationStore:
         self._ttl_ms = max(1, round(limits.ttl_s * 1000))
         self._claim = redis.register_script(scripts.CLAIM)
         self._finish = redis.register_script(scripts.FINISH)
+        self._save = redis.register_script(scripts.SAVE)
+        self._session_ttl_s = max(1, math.ceil(limits.ttl_s))
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
         self._lock_for_delete = redis.register_script(scripts.LOCK_FOR_DELETE)
@@ -69,6 +72,12 @@ class RedisConversationStore:
     def _session_prefix(self) -> str:
         return f"{self.key_prefix}session"
 
+    def _session_keys(self, conversation_id: str) -> list[str]:
+        """RedisSession's keys for the conversation (its layout, openai-agents 0.24): the
+        metadata hash, the list of items, the counter."""
+        session_key = f"{self._session_prefix()}:{conversation_id}"
+        return [session_key, f"{session_key}:messages", f"{session_key}:counter"]
+
     def _keys(self, conversation_id: str) -> list[str]:
         prefix = self.key_prefix
         return [f"{prefix}meta:{conversation_id}", f"{prefix}lock:{conversation_id}"]
@@ -85,7 +94,7 @@ class RedisConversationStore:
             conversation_id,
             redis_client=self._redis,
             key_prefix=self._session_prefix(),
-            ttl=max(1, math.ceil(self.limits.ttl_s)),
+            ttl=self._session_ttl_s,
         )
 
     async def close_session(self, session: Session) -> None:
@@ -106,8 +115,7 @@ class RedisConversationStore:
             self._ttl_ms,
             max(0, history_limit),
         ]
-        # RedisSession's list of the conversation's items (its key layout, openai-agents 0.24).
-        messages = f"{self._session_prefix()}:{conversation_id}:messages"
+        messages = self._session_keys(conversation_id)[1]
         status, value, *rest = await self._bounded(
             self._claim(keys=[*self._keys(conversation_id), messages], args=args)
         )
@@ -163,10 +171,15 @@ class RedisConversationStore:
         turns: int,
         add_bytes: int,
     ) -> bool:
-        await self._bounded(session.add_items(items))
-        return await self.finish(
-            conversation_id, token, owner=owner, turns=turns, add_bytes=add_bytes
-        )
+        keys = [*self._keys(conversation_id), *self._session_keys(conversation_id)]
+        args: list[Any] = [
+            token, owner, turns, add_bytes, self._ttl_ms,
+            self._session_ttl_s * 1000, conversation_id,
+            # Byte for byte what RedisSession._serialize_item writes.
+            *(json.dumps(item, separators=(",", ":")) for item in items),
+        ]  # fmt: skip
+        held = await self._bounded(self._save(keys=keys, args=args))
+        return bool(held)
 
     async def release(self, conversation_id: str, token: str) -> None:
         await self._bounded(self._release(keys=[self._keys(conversation_id)[1]], args=[token]))
