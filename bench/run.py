@@ -24,7 +24,9 @@ limit itself.
 Then three variants of the service for the notes: the stock SDK model, the client's httpx
 transport instead of aiohttp, and the access log on; and the cost of metrics: the same build
 with ``CHAT_METRICS`` on and off, both servers up at once, hey alternating between them.
-Last, ``python -m chat --workers 1`` against ``--workers 2``, unpinned (bench/workers.py).
+Then what a conversation costs, per store: a turn with 20 turns of history against one with none,
+on one pinned server (bench/conversations.py). Last, ``python -m chat --workers 1`` against
+``--workers 2``, unpinned (bench/workers.py).
 Prints one markdown table; writes bench/results/<date>.json and docs/bench.png.
 """
 
@@ -39,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, hey, report, workers
+from bench import capacity, conversations, hey, report, workers
 from bench.servers import LOAD_CORE, ROOT, Server, Upstream
 from bench.sse_client import LoadResult, ProcSampler, Target, closed_loop, open_loop
 
@@ -77,6 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--workers", default="1,2", help="worker counts to compare, unpinned ('' skips)"
     )
+    conversations.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args(argv)
@@ -91,6 +94,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.capacity_steps = 3
         args.capacity_max = 600
         args.overload_streams = 300
+        args.conversation_rounds = 1
+        args.conversation_seconds = 1.0
     return args
 
 
@@ -389,6 +394,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_variants and "service" in names and args.metrics_rounds > 0:
             print("metrics cost: service with CHAT_METRICS on and off", flush=True)
             results["metrics_cost"] = await measure_metrics_cost(upstream, body_path, log_dir, args)
+        stores = [s for s in args.conversations.split(",") if s]
+        if stores:
+            print(f"conversations: {stores}, {conversations.HISTORY_TURNS} turns", flush=True)
+            results["conversations"] = await conversations.measure_conversations(
+                stores, upstream, args, log_dir=log_dir, service_env=service_env
+            )
     finally:
         upstream.stop()
     counts = [int(n) for n in args.workers.split(",") if n]
@@ -427,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.extras(results))
     print()
     print(workers.report_lines(results))
+    print()
+    print(conversations.report_lines(results))
     print()
     print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     print(f"plot: {PLOT_PATH.relative_to(ROOT)}" if drew else "plot: skipped (no matplotlib)")

@@ -46,10 +46,13 @@ class Target:
     terminals: dict[bytes, str | None] = field(default_factory=lambda: dict(SERVICE_TERMINALS))
 
     @classmethod
-    def chat(cls, url: str, message: str) -> Target:
-        """``POST url`` with ``{"message": message}``, read as the service's SSE."""
+    def chat(cls, url: str, message: str, conversation_id: str | None = None) -> Target:
+        """``POST url`` with ``{"message": message}`` (and the conversation), read as SSE."""
         parts = urlsplit(url)
-        body = json.dumps({"message": message}).encode()
+        payload = {"message": message}
+        if conversation_id is not None:
+            payload["conversation_id"] = conversation_id
+        body = json.dumps(payload).encode()
         return cls(parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/", body)
 
     @classmethod
@@ -261,20 +264,36 @@ class _OpenCounter:
 
 
 async def closed_loop(
-    target: Target, concurrency: int, duration_s: float, timeout_s: float = 60.0
+    target: Target | Sequence[Target],
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 60.0,
 ) -> LoadResult:
-    """``concurrency`` workers, each starting its next stream when the last one ends."""
+    """``concurrency`` workers, each starting its next stream when the last one ends.
+
+    With several targets, worker ``i`` takes targets ``i``, ``i + concurrency``, ... in turn:
+    no two workers ever share one (a conversation takes one turn at a time).
+    """
     loop = asyncio.get_running_loop()
     counter = _OpenCounter()
     results: list[StreamResult] = []
     started = loop.time()
     deadline = started + duration_s
+    targets = [target] if isinstance(target, Target) else list(target)
 
-    async def worker() -> None:
+    async def worker(own: list[Target]) -> None:
+        turn = 0
         while loop.time() < deadline:
-            results.append(await counter.run(target, timeout_s))
+            results.append(await counter.run(own[turn % len(own)], timeout_s))
+            turn += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if len(targets) == 1:
+        owned = [targets] * concurrency
+    elif len(targets) >= concurrency:
+        owned = [targets[i::concurrency] for i in range(concurrency)]
+    else:
+        raise ValueError(f"{len(targets)} targets cannot keep {concurrency} workers apart")
+    await asyncio.gather(*(worker(own) for own in owned))
     return LoadResult(results, loop.time() - started, counter.peak)
 
 

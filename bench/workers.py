@@ -91,14 +91,14 @@ def tree_rss_mib(pid: int) -> float:
 class Redis(Process):
     """A throwaway redis-server on 127.0.0.1: no persistence."""
 
-    def __init__(self, *, log_dir: Path) -> None:
+    def __init__(self, *, log_dir: Path, core: int | None = None) -> None:
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         command = [
             shutil.which("redis-server") or "redis-server", "--port", str(self.port),
             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         ]  # fmt: skip
-        super().__init__("redis", command, env={}, log_dir=log_dir, core=None)
+        super().__init__("redis", command, env={}, log_dir=log_dir, core=core)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Until it answers PING."""

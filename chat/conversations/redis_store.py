@@ -6,6 +6,7 @@ The keys and the scripts that check and set them are in ``redis_scripts.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 from collections.abc import Awaitable
@@ -27,6 +28,7 @@ from chat.conversations.store import (
     Limits,
     StoreUnavailable,
 )
+from chat.conversations.turns import decode_items
 
 T = TypeVar("T")
 
@@ -45,6 +47,8 @@ class RedisConversationStore:
         self._ttl_ms = max(1, round(limits.ttl_s * 1000))
         self._claim = redis.register_script(scripts.CLAIM)
         self._finish = redis.register_script(scripts.FINISH)
+        self._save = redis.register_script(scripts.SAVE)
+        self._session_ttl_s = max(1, math.ceil(limits.ttl_s))
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
         self._lock_for_delete = redis.register_script(scripts.LOCK_FOR_DELETE)
@@ -65,6 +69,15 @@ class RedisConversationStore:
         )
         return cls(redis, limits, key_prefix=key_prefix)
 
+    def _session_prefix(self) -> str:
+        return f"{self.key_prefix}session"
+
+    def _session_keys(self, conversation_id: str) -> list[str]:
+        """RedisSession's keys for the conversation (its layout, openai-agents 0.24): the
+        metadata hash, the list of items, the counter."""
+        session_key = f"{self._session_prefix()}:{conversation_id}"
+        return [session_key, f"{session_key}:messages", f"{session_key}:counter"]
+
     def _keys(self, conversation_id: str) -> list[str]:
         prefix = self.key_prefix
         return [f"{prefix}meta:{conversation_id}", f"{prefix}lock:{conversation_id}"]
@@ -80,14 +93,16 @@ class RedisConversationStore:
         return RedisSession(
             conversation_id,
             redis_client=self._redis,
-            key_prefix=f"{self.key_prefix}session",
-            ttl=max(1, math.ceil(self.limits.ttl_s)),
+            key_prefix=self._session_prefix(),
+            ttl=self._session_ttl_s,
         )
 
     async def close_session(self, session: Session) -> None:
         return None  # the client is ours and shared: nothing per session
 
-    async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
+    async def claim(
+        self, conversation_id: str, owner: str, add_bytes: int, history_limit: int = 0
+    ) -> Claim:
         limits = self.limits
         token = secrets.token_hex(16)
         args: list[Any] = [
@@ -98,9 +113,11 @@ class RedisConversationStore:
             limits.max_bytes,
             add_bytes,
             self._ttl_ms,
+            max(0, history_limit),
         ]
-        status, value = await self._bounded(
-            self._claim(keys=self._keys(conversation_id), args=args)
+        messages = self._session_keys(conversation_id)[1]
+        status, value, *rest = await self._bounded(
+            self._claim(keys=[*self._keys(conversation_id), messages], args=args)
         )
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "not_found":
@@ -112,9 +129,10 @@ class RedisConversationStore:
         if status == "full_bytes":
             raise ConversationFull("bytes", limits.max_bytes)
         fresh = status == "fresh"
+        history = decode_items(rest[0]) if rest and not fresh else []
         # A new record cannot tell a new conversation from an expired one whose items outlived
         # it by a moment: clear the items before the first run.
-        return Claim(token=token, fresh=fresh, stale=fresh, turns=int(value))
+        return Claim(token=token, fresh=fresh, stale=fresh, turns=int(value), history=history)
 
     async def renew(self, locks: list[tuple[str, str]]) -> list[str]:
         if not locks:
@@ -140,6 +158,27 @@ class RedisConversationStore:
                 args=[token, owner, turns, add_bytes, self._ttl_ms],
             )
         )
+        return bool(held)
+
+    async def save(
+        self,
+        conversation_id: str,
+        token: str,
+        session: Session,
+        items: list[Any],
+        *,
+        owner: str,
+        turns: int,
+        add_bytes: int,
+    ) -> bool:
+        keys = [*self._keys(conversation_id), *self._session_keys(conversation_id)]
+        args: list[Any] = [
+            token, owner, turns, add_bytes, self._ttl_ms,
+            self._session_ttl_s * 1000, conversation_id,
+            # Byte for byte what RedisSession._serialize_item writes.
+            *(json.dumps(item, separators=(",", ":")) for item in items),
+        ]  # fmt: skip
+        held = await self._bounded(self._save(keys=keys, args=args))
         return bool(held)
 
     async def release(self, conversation_id: str, token: str) -> None:

@@ -122,23 +122,19 @@ class Conversations:
     async def begin(self, conversation_id: str, owner: str, message: str) -> ConversationTurn:
         """Claim the conversation for one run and load the history it sends to the model."""
         store = self.store
-        claim = await store.claim(conversation_id, owner, len(message.encode()))
+        limit = history_window_size(self.history_max_turns)
+        claim = await store.claim(conversation_id, owner, len(message.encode()), limit)
         self.keeper.hold(conversation_id, claim.token)
         session = None
         try:
             session = await store.open_session(conversation_id)
-            items: list[Any] = []
-            try:
-                if claim.stale:
+            if claim.stale:
+                try:
                     await session.clear_session()
-                if not claim.fresh and self.history_max_turns > 0:
-                    items = await session.get_items(
-                        limit=history_window_size(self.history_max_turns)
-                    )
-            except SESSION_ERRORS as exc:
-                raise StoreUnavailable(f"conversation session: {type(exc).__name__}") from None
+                except SESSION_ERRORS as exc:
+                    raise StoreUnavailable(f"conversation session: {type(exc).__name__}") from None
             history = await newest_turns(
-                items,
+                claim.history,
                 max_turns=self.history_max_turns,
                 budget=self.budget,
                 instructions=self.instructions,

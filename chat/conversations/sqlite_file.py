@@ -44,11 +44,23 @@ def prepare_data_dir(data_dir: str | Path) -> Path:
     return path
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Our one connection to the file: WAL, NORMAL sync, a busy timeout, and our tables."""
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+def open_connection(path: Path, *, autocommit: bool) -> sqlite3.Connection:
+    """A connection to the file: WAL, NORMAL sync, a busy timeout.
+
+    ``autocommit`` for ours (explicit ``BEGIN IMMEDIATE``); the SDK's session code relies on
+    the sqlite3 module's implicit transactions and commits itself.
+    """
+    conn = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None if autocommit else ""
+    )
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Our one connection to the file, and our tables."""
+    conn = open_connection(path, autocommit=True)
     conn.executescript(SCHEMA)
     return conn

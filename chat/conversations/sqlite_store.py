@@ -8,7 +8,8 @@ win. Times are wall-clock seconds: every process on the machine agrees on them.
 Our own statements go through one connection per process, in a worker thread, behind a lock;
 ``synchronous=NORMAL`` (WAL) makes a commit cheap and loses at most the last commits on a power
 cut, never the file's integrity (``sqlite_file.py``: the file, its tables, that connection). The
-SDK's sessions keep their own connections and settings.
+SDK's sessions run on connections the store keeps, one per thread, with the same settings
+(``sqlite_sessions.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from agents import SQLiteSession
 from agents.memory import Session
 
 from chat.conversations.sqlite_file import connect, prepare_data_dir
+from chat.conversations.sqlite_sessions import MESSAGES_TABLE, SharedSQLiteSession, StoreSessions
 from chat.conversations.store import (
     Claim,
     ConversationBusy,
@@ -34,6 +35,7 @@ from chat.conversations.store import (
     Limits,
     StoreUnavailable,
 )
+from chat.conversations.turns import decode_items
 
 T = TypeVar("T")
 
@@ -52,6 +54,7 @@ class SQLiteConversationStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = connect(path)
+        self._sessions = StoreSessions(path)
 
     @classmethod
     async def open(cls, data_dir: str | Path, limits: Limits) -> SQLiteConversationStore:
@@ -73,16 +76,14 @@ class SQLiteConversationStore:
             raise StoreUnavailable(f"conversation database: {type(exc).__name__}") from None
 
     async def open_session(self, conversation_id: str) -> Session:
-        try:
-            return await asyncio.to_thread(SQLiteSession, conversation_id, self.path)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"conversation database: {type(exc).__name__}") from None
+        return self._sessions.session(conversation_id)
 
     async def close_session(self, session: Session) -> None:
-        if isinstance(session, SQLiteSession):
-            await asyncio.to_thread(session.close)
+        return None  # its connections are the store's (sqlite_sessions.py)
 
-    async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
+    async def claim(
+        self, conversation_id: str, owner: str, add_bytes: int, history_limit: int = 0
+    ) -> Claim:
         limits = self.limits
         token = secrets.token_hex(16)
 
@@ -128,7 +129,10 @@ class SQLiteConversationStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return Claim(token=token, fresh=row is None or stale, stale=stale, turns=turns)
+            fresh = row is None or stale
+            # Read in the same trip to the thread, after the commit: the lock is ours now.
+            history = _newest_items(conn, conversation_id, history_limit) if not fresh else []
+            return Claim(token=token, fresh=fresh, stale=stale, turns=turns, history=history)
 
         return await self._run(claim)
 
@@ -160,16 +164,39 @@ class SQLiteConversationStore:
     async def finish(
         self, conversation_id: str, token: str, *, owner: str, turns: int, add_bytes: int
     ) -> bool:
-        def finish(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE chat_conversations SET turns = turns + ?, bytes = bytes + ?,"
-                " updated_at = ?, lock_token = NULL, lock_expires_at = 0"
-                " WHERE conversation_id = ? AND lock_token = ?",
-                (turns, add_bytes, self._clock(), conversation_id, token),
-            )
-            return cursor.rowcount == 1
+        return await self._run(
+            lambda conn: self._finish(conn, conversation_id, token, turns, add_bytes)
+        )
 
-        return await self._run(finish)
+    def _finish(
+        self, conn: sqlite3.Connection, conversation_id: str, token: str, turns: int, add_bytes: int
+    ) -> bool:
+        cursor = conn.execute(
+            "UPDATE chat_conversations SET turns = turns + ?, bytes = bytes + ?,"
+            " updated_at = ?, lock_token = NULL, lock_expires_at = 0"
+            " WHERE conversation_id = ? AND lock_token = ?",
+            (turns, add_bytes, self._clock(), conversation_id, token),
+        )
+        return cursor.rowcount == 1
+
+    async def save(
+        self,
+        conversation_id: str,
+        token: str,
+        session: Session,
+        items: list[Any],
+        *,
+        owner: str,
+        turns: int,
+        add_bytes: int,
+    ) -> bool:
+        assert isinstance(session, SharedSQLiteSession), "a session of this store"
+
+        def save(conn: sqlite3.Connection) -> bool:
+            session.add_items_here(items)
+            return self._finish(conn, conversation_id, token, turns, add_bytes)
+
+        return await self._run(save)
 
     async def release(self, conversation_id: str, token: str) -> None:
         def release(conn: sqlite3.Connection) -> None:
@@ -289,8 +316,21 @@ class SQLiteConversationStore:
         def close() -> None:
             with self._lock:
                 self._conn.close()
+            self._sessions.close()
 
         await asyncio.to_thread(close)
+
+
+def _newest_items(conn: sqlite3.Connection, conversation_id: str, limit: int) -> list[Any]:
+    """The newest ``limit`` items of the SDK session's table, oldest first, as ``get_items``
+    reads them (rows that are not JSON skipped; we never write such rows)."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        f"SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+        (conversation_id, limit),
+    ).fetchall()
+    return decode_items(data for (data,) in reversed(rows))
 
 
 def _check_limits(limits: Limits, turns: int, size: int, add_bytes: int) -> None:

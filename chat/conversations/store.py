@@ -10,7 +10,7 @@ worker that dies cannot hold a conversation for ever.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from agents.memory import Session
@@ -55,13 +55,15 @@ class Limits(msgspec.Struct, frozen=True):
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """A held conversation: the lock's token, whether it has no earlier turns, and whether items
-    of an expired one may still be in the session (to be cleared before the run)."""
+    """A held conversation: the lock's token, whether it has no earlier turns, whether items
+    of an expired one may still be in the session (to be cleared before the run), and the
+    newest items of its history when asked for (read with the claim, in one step)."""
 
     token: str
     fresh: bool
     stale: bool
     turns: int
+    history: list[Any] = msgspec.field(default_factory=list)
 
 
 class ConversationStore(Protocol):
@@ -75,8 +77,11 @@ class ConversationStore(Protocol):
     async def close_session(self, session: Session) -> None:
         """Release what ``open_session`` opened."""
 
-    async def claim(self, conversation_id: str, owner: str, add_bytes: int) -> Claim:
-        """Lock the conversation for one run (creating it when new), checking owner and limits.
+    async def claim(
+        self, conversation_id: str, owner: str, add_bytes: int, history_limit: int = 0
+    ) -> Claim:
+        """Lock the conversation for one run (creating it when new), checking owner and limits,
+        and read its newest ``history_limit`` items (none for a fresh or stale one).
 
         Raises ``ConversationNotFound`` (another owner), ``ConversationBusy``,
         ``ConversationFull`` or ``StoreUnavailable``.
@@ -89,6 +94,19 @@ class ConversationStore(Protocol):
         self, conversation_id: str, token: str, *, owner: str, turns: int, add_bytes: int
     ) -> bool:
         """Count a saved turn, mark it as the latest, release the lock; False if it was lost."""
+
+    async def save(
+        self,
+        conversation_id: str,
+        token: str,
+        session: Session,
+        items: list[Any],
+        *,
+        owner: str,
+        turns: int,
+        add_bytes: int,
+    ) -> bool:
+        """Add ``items`` to ``session``, then ``finish``: a turn's save, in as few steps as can."""
 
     async def release(self, conversation_id: str, token: str) -> None:
         """Release the lock without a turn (the run never started)."""

@@ -14,14 +14,20 @@ import msgspec
 from chat.conversations.turns import group_turns
 
 
+class HistoryCosts(msgspec.Struct, frozen=True):
+    """What a model's context leaves for history, and what each history item would take."""
+
+    room: int  # tokens left once the instructions, the message and the answer fit
+    costs: list[int]  # tokens each item adds to the prompt, chat-template framing included
+
+
 class TokenBudget(Protocol):
     """A model's context, as far as history is concerned."""
 
-    async def room_for_history(self, instructions: str | None, message: str) -> int:
-        """Tokens left for history once the instructions, the message and the answer fit."""
-
-    async def item_tokens(self, instructions: str | None, item: Any) -> int:
-        """Tokens one history message adds to the prompt, its chat-template framing included."""
+    async def measure(
+        self, instructions: str | None, message: str, items: Sequence[Any]
+    ) -> HistoryCosts:
+        """The room for history before ``message``, and the cost of each of ``items``."""
 
 
 class HistoryWindow(msgspec.Struct, frozen=True):
@@ -50,12 +56,12 @@ async def newest_turns(
     total = len(turns)
     kept = turns[-max_turns:] if max_turns > 0 else []
     if budget is not None and kept:
-        room = await budget.room_for_history(instructions, message)
+        measured = await budget.measure(instructions, message, [i for turn in kept for i in turn])
+        room = measured.room
+        costs = reversed(measured.costs)
         fitting = 0
         for turn in reversed(kept):
-            cost = 0
-            for item in turn:
-                cost += await budget.item_tokens(instructions, item)
+            cost = sum(next(costs) for _ in turn)
             if cost > room:
                 break
             room -= cost

@@ -127,10 +127,11 @@ class ConversationTurn:
         items = turn_items(self.message, answer)
         try:
             async with asyncio.timeout(SAVE_TIMEOUT_S):
-                await self._session.add_items(items)
-                held = await self._store.finish(
+                held = await self._store.save(
                     self.conversation_id,
                     self.token,
+                    self._session,
+                    items,
                     owner=self.owner,
                     turns=1,
                     add_bytes=item_bytes(items),

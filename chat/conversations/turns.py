@@ -10,11 +10,14 @@ store holds items written by the Runner itself.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 Item = dict[str, Any]
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+_decode: Final = msgspec.json.Decoder().decode
 
 
 def user_item(text: str) -> Item:
@@ -87,3 +90,15 @@ def group_turns(items: Sequence[Any]) -> list[list[Any]]:
 def item_bytes(items: Iterable[Any]) -> int:
     """UTF-8 bytes of the texts of ``items``: what the per-conversation byte limit counts."""
     return sum(len(text_of(item).encode()) for item in items if isinstance(item, Mapping))
+
+
+def decode_items(raw: Iterable[bytes | str]) -> list[Any]:
+    """Stored items (one JSON text each, as the SDK's sessions write them), oldest first; what
+    is not JSON is skipped, as the sessions' ``get_items`` does."""
+    items: list[Any] = []
+    for data in raw:
+        try:
+            items.append(_decode(data))
+        except msgspec.DecodeError:
+            continue
+    return items

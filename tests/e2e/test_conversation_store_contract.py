@@ -244,3 +244,59 @@ async def test_secret_when_two_stores_share_a_backing_then_same_secret(
     secret = await one.secret()
     assert len(secret) == 32
     assert await two.secret() == secret
+
+
+async def test_save_when_turn_saved_then_next_claim_reads_it_with_the_lock(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store()
+    await save_turn(store, "c1", ALICE, "hi", "hello")
+    claim = await store.claim("c1", ALICE, 3, history_limit=10)
+    session = await store.open_session("c1")
+    try:
+        held = await store.save(
+            "c1", claim.token, session, turn_items("and", "more"), owner=ALICE, turns=1, add_bytes=7
+        )
+    finally:
+        await store.close_session(session)
+    assert held
+    assert claim.history == turn_items("hi", "hello")
+    assert await items_of(store, "c1") == [*turn_items("hi", "hello"), *turn_items("and", "more")]
+    newest = await store.claim("c1", ALICE, 0, history_limit=2)
+    assert (newest.turns, newest.history) == (2, turn_items("and", "more"))
+
+
+async def test_redis_save_when_compared_with_the_sdk_add_items_then_same_keys_and_bytes(
+    redis_server: RedisServer,
+) -> None:
+    # The save script writes RedisSession's keys itself (one round trip instead of six): what
+    # it leaves must be what the SDK's add_items leaves.
+    from redis.asyncio import Redis
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = RedisConversationStore.from_url(redis_server.url, Limits(ttl_s=600), key_prefix=prefix)
+    client = Redis.from_url(redis_server.url)
+    items = [*turn_items('héllo "quoted"', "ünïcode ✓"), *turn_items("x", "")]
+    try:
+        sdk = await store.open_session("by-sdk")
+        await sdk.add_items(items)
+        claim = await store.claim("by-save", ALICE, 0)
+        ours = await store.open_session("by-save")
+        await store.save("by-save", claim.token, ours, items, owner=ALICE, turns=1, add_bytes=0)
+        session = f"{prefix}session"
+        for suffix in ("", ":messages"):
+            a, b = f"{session}:by-sdk{suffix}", f"{session}:by-save{suffix}"
+            assert await client.type(a) == await client.type(b)
+            assert 590_000 < await client.pttl(b) <= 600_000
+            assert abs(await client.pttl(a) - await client.pttl(b)) < 2_000
+        sdk_hash = await client.hgetall(f"{session}:by-sdk")
+        our_hash = await client.hgetall(f"{session}:by-save")
+        assert set(sdk_hash) == set(our_hash) == {b"session_id", b"created_at", b"updated_at"}
+        assert our_hash[b"session_id"] == b"by-save"
+        assert await client.lrange(f"{session}:by-sdk:messages", 0, -1) == await client.lrange(
+            f"{session}:by-save:messages", 0, -1
+        )
+        assert await ours.get_items() == items
+    finally:
+        await client.aclose()
+        await store.aclose()

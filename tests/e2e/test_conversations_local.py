@@ -26,9 +26,17 @@ def test_name_when_told_in_turn_one_then_turn_two_answers_with_it() -> None:
     grown = asked.json()["usage"]["input_tokens"] - alone.json()["usage"]["input_tokens"]
     assert grown >= told.json()["usage"]["output_tokens"] + 4
     if "Ada" not in asked.json()["text"]:
-        # Measured: SmolLM2-135M-Instruct (greedy) answers with another name ("Elena",
-        # "Alex") even with the history in its prompt, under five different instructions.
-        pytest.xfail("the default 135M model does not recall the name, though it is in its prompt")
+        # Measured 2026-12-02 (llama.cpp x86-64-v3 build, the service's default instructions,
+        # greedy decoding as served): 5 of 5 runs answer turn 2 with turn 1's answer again,
+        # "I'm glad to have you as a help. I'm here to help with any kind of creative writing
+        # project. What brings you here today?", though "My name is Ada." is in its prompt (the
+        # usage check above). Sampling at temperature 0.7, 2 of 20 answers hold "Ada"; the rest
+        # name itself ("Ember", "Emily") or say it cannot know. Imperative, so never strict:
+        # a model that does answer "Ada" passes, and the history checks above stay hard.
+        pytest.xfail(
+            "SmolLM2-135M does not recall the name though it is in its prompt: greedy, 5/5 "
+            "runs repeat turn 1's answer; at temperature 0.7, 2/20 answers hold 'Ada'"
+        )
     assert "Ada" not in alone.json()["text"]
 
 

@@ -74,7 +74,7 @@ class LocalEngine:
         self._worker: WorkerProcess | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._jobs: dict[int, asyncio.Queue[_Item]] = {}
-        self._counts: dict[int, asyncio.Future[int]] = {}
+        self._counts: dict[int, asyncio.Future[list[int]]] = {}
         self._ids = itertools.count(1)
         self._ready = False
         self._closed = False
@@ -152,16 +152,21 @@ class LocalEngine:
 
     async def count_message_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Prompt tokens for these chat messages, with the chat template applied."""
+        (tokens,) = await self.count_prompts([messages])
+        return tokens
+
+    async def count_prompts(self, prompts: Sequence[Sequence[ChatMessage]]) -> list[int]:
+        """Prompt tokens of each message list, chat template applied, in one round trip."""
         self._require_ready()
         count_id = next(self._ids)
-        counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        counted: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._counts[count_id] = counted
         try:
-            self._send(proto.Count(id=count_id, messages=list(messages)))
+            self._send(proto.Count(id=count_id, prompts=[list(m) for m in prompts]))
             tokens = await counted
         finally:
             self._counts.pop(count_id, None)
-        if tokens < 0:
+        if any(count < 0 for count in tokens):
             raise GenerationError("the local model could not format the prompt")
         return tokens
 

@@ -48,10 +48,13 @@ class Cancel(msgspec.Struct, tag="cancel", array_like=True, frozen=True):
 
 
 class Count(msgspec.Struct, tag="count", array_like=True, frozen=True):
-    """Count the prompt tokens of ``messages`` with the chat template applied."""
+    """Count the prompt tokens of each message list in ``prompts``, chat template applied.
+
+    Several prompts a frame: trimming a conversation's history counts its messages in one go.
+    """
 
     id: int
-    messages: list[Message]
+    prompts: list[list[Message]]
 
 
 Command = Generate | Cancel | Count
@@ -116,10 +119,10 @@ class Ended(msgspec.Struct, tag="ended", array_like=True, frozen=True):
 
 
 class Counted(msgspec.Struct, tag="counted", array_like=True, frozen=True):
-    """The answer to ``Count`` ``id``; -1 when the prompt could not be formatted."""
+    """The answer to ``Count`` ``id``: a count per prompt, -1 where one could not be formatted."""
 
     id: int
-    tokens: int
+    tokens: list[int]
 
 
 class Log(msgspec.Struct, tag="log", array_like=True, frozen=True):

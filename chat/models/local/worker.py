@@ -164,7 +164,8 @@ class Worker:
             if cancelled is not None:
                 cancelled.cancelled.set()
         elif type(command) is proto.Count:
-            self.out.send(proto.Counted(id=command.id, tokens=self._count(command.messages)))
+            tokens = [self._count(messages) for messages in command.prompts]
+            self.out.send(proto.Counted(id=command.id, tokens=tokens))
 
     def _count(self, messages: list[proto.Message]) -> int:
         try:

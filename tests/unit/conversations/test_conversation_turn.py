@@ -123,13 +123,13 @@ async def test_run_session_when_runner_saves_then_nothing_is_written(
     assert await history(conversations, "c1") == []
 
 
-class FailingFinish(SQLiteConversationStore):
-    async def finish(self, *args: Any, **kwargs: Any) -> bool:
+class FailingSave(SQLiteConversationStore):
+    async def save(self, *args: Any, **kwargs: Any) -> bool:
         raise StoreUnavailable("conversation database: OperationalError")
 
 
 async def test_save_when_store_fails_then_done_becomes_store_unavailable(tmp_path: Path) -> None:
-    store = await FailingFinish.open(tmp_path, Limits())
+    store = await FailingSave.open(tmp_path, Limits())
     conversations = Conversations(store, secret=b"s" * 32, history_max_turns=5, instructions=None)
     try:
         turn = await conversations.begin("c1", "me", "hi")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from chat.conversations.trimming import history_window_size, newest_turns
+from chat.conversations.trimming import HistoryCosts, history_window_size, newest_turns
 from chat.conversations.turns import assistant_item, text_of, turn_items
 
 pytestmark = pytest.mark.anyio
@@ -23,12 +24,11 @@ class WordBudget:
         self.room = room
         self.asked: list[str] = []
 
-    async def room_for_history(self, instructions: str | None, message: str) -> int:
+    async def measure(
+        self, instructions: str | None, message: str, items: Sequence[Any]
+    ) -> HistoryCosts:
         self.asked.append(message)
-        return self.room
-
-    async def item_tokens(self, instructions: str | None, item: Any) -> int:
-        return len(text_of(item).split()) + 1
+        return HistoryCosts(self.room, [len(text_of(item).split()) + 1 for item in items])
 
 
 async def test_newest_turns_when_more_than_max_then_newest_kept_in_order() -> None:

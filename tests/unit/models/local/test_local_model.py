@@ -34,6 +34,7 @@ from chat.models.local.model import (
 )
 from chat.models.local.protocol import Ended, Started
 from chat.settings import DEFAULT_INSTRUCTIONS
+from tests.support.local_engine import loaded_engine
 
 # The service's own instructions: under the bare "You are a helpful assistant." greedy decoding
 # answers "Paris" on a native AVX-512 build but "La femme de France, le Grand Croix, ..." on the
@@ -59,15 +60,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[LocalEngine]:
-    pytest.importorskip("llama_cpp")
-    engine = LocalEngine(
-        default_model_path(), threads=None, context=2048, max_output_tokens=1024, max_queue=2
-    )
-    with anyio.fail_after(STEP_TIMEOUT_S):
-        await engine.load()
-    yield engine
-    with anyio.fail_after(STEP_TIMEOUT_S):
-        await engine.aclose()
+    async with loaded_engine(max_output_tokens=1024) as loaded:
+        yield loaded
 
 
 def _agent(engine: LocalEngine) -> Agent[Any]:
