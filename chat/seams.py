@@ -13,11 +13,13 @@ import dis
 import inspect
 import logging
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable
 from types import CodeType, CoroutineType, FrameType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agents import ModelSettings, RunConfig
+from agents import ModelSettings, RunConfig, SQLiteSession
+from agents.memory import SessionSettings
 from agents.models.chatcmpl_converter import Converter
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.usage import _mark_request_completed_without_usage
@@ -28,9 +30,11 @@ if TYPE_CHECKING:  # the HTTP layer passes its responses in; models never need S
 
 __all__ = [
     "FAKE_RESPONSES_ID",
+    "REDIS_SESSION_APPEND_LUA",
     "SSE_SEND_WITH_TIMEOUT",
     "STRUCTLOG_PLUMBING_KEYS",
     "Converter",
+    "SQLiteSessionOnConnections",
     "drop_connection_header",
     "empty_hook_codes",
     "install_sdk_fast_paths",
@@ -38,9 +42,12 @@ __all__ = [
     "mark_completed_without_usage",
     "openai_request_options",
     "provider_request_id",
+    "redis_session_keys",
+    "release_sqlite_session_file_lock",
     "run_config",
     "send_directly_without_timeout",
     "set_provider_request_id",
+    "sqlite_session_file_lock",
     "uvicorn_is_exiting",
     "uvicorn_sigterm_handler",
 ]
@@ -293,3 +300,102 @@ def install_sdk_fast_paths() -> None:
         module = importlib.import_module(name)
         if getattr(module, "gather_with_cancel", None) is original:
             module.gather_with_cancel = fast  # type: ignore[attr-defined]
+
+
+# --- Agents SDK sessions (openai-agents 0.24) -------------------------------------------------
+# The conversation stores run the SDK's own session code (its SQL, its item format, its Redis
+# layout) but not its per-turn set-up: a SQLiteSession per turn opened a connection to create
+# the tables and one per worker thread (~0.5 ms of a turn), and RedisSession.add_items takes six
+# round trips. These are the internals that relies on; tests/unit/test_seams.py checks each.
+
+
+def sqlite_session_file_lock(path: Any) -> tuple[Any, Any]:
+    """``SQLiteSession._acquire_file_lock``: the per-file lock its own sessions on ``path`` take.
+
+    Returns ``(lock_path, lock)``; give ``lock_path`` back to ``release_sqlite_session_file_lock``.
+    """
+    return SQLiteSession._acquire_file_lock(path)  # type: ignore[no-any-return]
+
+
+def release_sqlite_session_file_lock(lock_path: Any) -> None:
+    """``SQLiteSession._release_file_lock``."""
+    SQLiteSession._release_file_lock(lock_path)
+
+
+class SQLiteSessionOnConnections(SQLiteSession):
+    """A ``SQLiteSession`` that runs on connections someone else keeps, one per thread.
+
+    Not ``SQLiteSession.__init__`` (it opens a connection and creates the tables each time): the
+    attributes its methods read are set here, and ``_get_connection`` / ``_invalidate_connection``
+    hand out and drop the owner's connections.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        path: Any,
+        lock: Any,
+        sessions_table: str,
+        messages_table: str,
+        connection: Callable[[], sqlite3.Connection],
+        forget: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        self.session_id = session_id
+        self.session_settings = SessionSettings()
+        self.db_path = path
+        self.sessions_table = sessions_table
+        self.messages_table = messages_table
+        self._connection = connection
+        self._forget = forget
+        self._lock = lock
+        self._is_memory_db = False
+        self._closed = False
+
+    def _get_connection(self) -> sqlite3.Connection:
+        self._check_not_closed()
+        return self._connection()
+
+    def _invalidate_connection(self, conn: sqlite3.Connection) -> None:
+        # A connection that could not roll back: the SDK would close and forget it; it is the
+        # owner's, so the owner's thread gets a new one instead.
+        self._forget(conn)
+
+    def add_items_here(self, items: list[Any]) -> None:
+        """``add_items`` in the calling thread (the SDK's own insert and commit)."""
+        if not items:
+            return
+        with self._write_connection() as conn:
+            self._insert_items(conn, items)
+            conn.commit()
+
+    def close(self) -> None:
+        """Nothing to release: the connections are the owner's."""
+
+
+def redis_session_keys(key_prefix: str, session_id: str) -> list[str]:
+    """``RedisSession``'s keys for a session: the metadata hash, the item list, the counter."""
+    session_key = f"{key_prefix}:{session_id}"
+    return [session_key, f"{session_key}:messages", f"{session_key}:counter"]
+
+
+# RedisSession.add_items, in one script: a hash with session_id, created_at and updated_at in
+# server seconds, a list of JSON items, each key expiring the session's ttl after the write.
+# KEYS (after the caller's own): session hash, session list, session counter, as KEYS[3..5].
+# ARGV[6]: session ttl ms, ARGV[7]: session id, ARGV[8...]: the items' JSON. The caller's
+# script goes on after it (tests/e2e/test_conversation_store_contract.py compares what it
+# leaves with what add_items leaves).
+REDIS_SESSION_APPEND_LUA: Final = """
+local now = redis.call('TIME')
+local expire_at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  + tonumber(ARGV[6])
+if #ARGV > 7 then
+  redis.call('HSET', KEYS[3], 'session_id', ARGV[7])
+  redis.call('HSETNX', KEYS[3], 'created_at', now[1])
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 8))
+  redis.call('HSET', KEYS[3], 'updated_at', now[1])
+  redis.call('PEXPIREAT', KEYS[3], expire_at)
+  redis.call('PEXPIREAT', KEYS[4], expire_at)
+  redis.call('PEXPIREAT', KEYS[5], expire_at)
+end
+"""

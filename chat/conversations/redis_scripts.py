@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from chat.seams import REDIS_SESSION_APPEND_LUA
+
 # KEYS: meta, lock, the SDK session's message list. ARGV: owner, token, lock ms, max turns,
 # max bytes, added bytes, ttl ms, history items to return. Returns {status, value, items}: the
 # newest items come with the claim, one round trip instead of two.
@@ -61,30 +63,13 @@ return 0
 """
 
 # A turn's save in one round trip: the items appended to the SDK session's keys as
-# RedisSession.add_items writes them (openai-agents 0.24: a hash with session_id, created_at
-# and updated_at in server seconds, a list of JSON items, each key expiring the session's ttl
-# after the write), then FINISH. The SDK's add_items takes six round trips (WATCH, three TYPE
-# checks, TIME, MULTI/EXEC); the conversation lock already makes this the one writer, and a
-# script is atomic anyway.
+# RedisSession.add_items writes them (chat.seams.REDIS_SESSION_APPEND_LUA), then FINISH. The
+# SDK's add_items takes six round trips (WATCH, three TYPE checks, TIME, MULTI/EXEC); the
+# conversation lock already makes this the one writer, and a script is atomic anyway.
 # KEYS: meta, lock, session hash, session list, session counter.
 # ARGV: token, owner, turns, bytes, ttl ms (FINISH's, in its places), session ttl ms, session id,
 # items (JSON) ...
-_APPEND_ITEMS: Final = """
-local now = redis.call('TIME')
-local expire_at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  + tonumber(ARGV[6])
-if #ARGV > 7 then
-  redis.call('HSET', KEYS[3], 'session_id', ARGV[7])
-  redis.call('HSETNX', KEYS[3], 'created_at', now[1])
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 8))
-  redis.call('HSET', KEYS[3], 'updated_at', now[1])
-  redis.call('PEXPIREAT', KEYS[3], expire_at)
-  redis.call('PEXPIREAT', KEYS[4], expire_at)
-  redis.call('PEXPIREAT', KEYS[5], expire_at)
-end
-"""
-
-SAVE: Final = _APPEND_ITEMS + FINISH
+SAVE: Final = REDIS_SESSION_APPEND_LUA + FINISH
 
 # KEYS: lock. ARGV: token, lock ms.
 RENEW: Final = """

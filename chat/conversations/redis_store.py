@@ -29,6 +29,7 @@ from chat.conversations.store import (
     StoreUnavailable,
 )
 from chat.conversations.turns import decode_items
+from chat.seams import redis_session_keys
 
 T = TypeVar("T")
 
@@ -73,10 +74,8 @@ class RedisConversationStore:
         return f"{self.key_prefix}session"
 
     def _session_keys(self, conversation_id: str) -> list[str]:
-        """RedisSession's keys for the conversation (its layout, openai-agents 0.24): the
-        metadata hash, the list of items, the counter."""
-        session_key = f"{self._session_prefix()}:{conversation_id}"
-        return [session_key, f"{session_key}:messages", f"{session_key}:counter"]
+        """RedisSession's keys for the conversation (its layout: chat.seams)."""
+        return redis_session_keys(self._session_prefix(), conversation_id)
 
     def _keys(self, conversation_id: str) -> list[str]:
         prefix = self.key_prefix

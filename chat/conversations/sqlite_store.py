@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 from agents.memory import Session
 
 from chat.conversations.sqlite_file import connect, prepare_data_dir
-from chat.conversations.sqlite_sessions import MESSAGES_TABLE, SharedSQLiteSession, StoreSessions
+from chat.conversations.sqlite_sessions import MESSAGES_TABLE, StoreSessions
 from chat.conversations.store import (
     Claim,
     ConversationBusy,
@@ -36,6 +36,7 @@ from chat.conversations.store import (
     StoreUnavailable,
 )
 from chat.conversations.turns import decode_items
+from chat.seams import SQLiteSessionOnConnections
 
 T = TypeVar("T")
 
@@ -190,7 +191,7 @@ class SQLiteConversationStore:
         turns: int,
         add_bytes: int,
     ) -> bool:
-        assert isinstance(session, SharedSQLiteSession), "a session of this store"
+        assert isinstance(session, SQLiteSessionOnConnections), "a session of this store"
 
         def save(conn: sqlite3.Connection) -> bool:
             session.add_items_here(items)

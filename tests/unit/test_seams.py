@@ -355,3 +355,85 @@ async def test_gather_fast_path_when_a_hook_does_work_then_the_sdk_gather_runs_i
     ) == (None, None)
     assert calls == ["a"]
     assert await gather(value(), RunHooks().on_agent_start(None, agent)) == (7, None)
+
+
+SQLITE_SESSION_INTERNALS = (
+    "_acquire_file_lock",
+    "_release_file_lock",
+    "_get_connection",
+    "_invalidate_connection",
+    "_check_not_closed",
+    "_write_connection",
+    "_insert_items",
+)
+
+
+@pytest.mark.parametrize("name", SQLITE_SESSION_INTERNALS)
+def test_sqlite_session_internals_when_looked_up_then_present(name: str) -> None:
+    from agents import SQLiteSession
+
+    assert callable(getattr(SQLiteSession, name, None)), _broke(
+        "openai-agents", f"SQLiteSession.{name} (chat.seams.SQLiteSessionOnConnections)"
+    )
+
+
+@pytest.mark.anyio
+async def test_sqlite_session_on_connections_when_used_then_same_rows_as_the_sdk_session(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+    import threading
+
+    from agents import SQLiteSession
+
+    path = tmp_path / "c.db"
+    SQLiteSession("setup", path).close()
+    lock_path, lock = seams.sqlite_session_file_lock(path)
+    connections: dict[int, sqlite3.Connection] = {}
+
+    def connection() -> sqlite3.Connection:
+        ident = threading.get_ident()
+        if ident not in connections:
+            connections[ident] = sqlite3.connect(path, check_same_thread=False)
+        return connections[ident]
+
+    try:
+        ours = seams.SQLiteSessionOnConnections(
+            "c1",
+            path=path,
+            lock=lock,
+            sessions_table="agent_sessions",
+            messages_table="agent_messages",
+            connection=connection,
+            forget=lambda conn: None,
+        )
+        items: list[Any] = [{"role": "user", "content": "hi"}]
+        await ours.add_items(items)
+        ours.add_items_here([{"role": "assistant", "content": "hello"}])
+        expected = [*items, {"role": "assistant", "content": "hello"}]
+        assert await ours.get_items() == expected, _broke(
+            "openai-agents", "what SQLiteSession's methods read and write"
+        )
+        theirs = SQLiteSession("c1", path)  # the SDK's own session on the same file
+        try:
+            assert await theirs.get_items() == expected
+        finally:
+            theirs.close()
+        assert await ours.pop_item() == expected[-1]
+        await ours.clear_session()
+        assert await ours.get_items() == []
+    finally:
+        for conn in connections.values():
+            conn.close()
+        seams.release_sqlite_session_file_lock(lock_path)
+
+
+def test_redis_session_keys_when_compared_then_the_sdk_session_uses_them() -> None:
+    from agents.extensions.memory import RedisSession
+    from redis.asyncio import Redis
+
+    session = RedisSession("c1", redis_client=Redis(), key_prefix="p:session")
+    keys = [session._session_key, session._messages_key, session._counter_key]
+    assert seams.redis_session_keys("p:session", "c1") == keys, _broke(
+        "openai-agents", "RedisSession's key layout (chat.seams.redis_session_keys)"
+    )
