@@ -16,6 +16,8 @@ which the HTTP layer renders.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from typing import Final, Protocol
 
@@ -23,6 +25,7 @@ from agents import Agent, ModelSettings
 
 from chat.conversations.edge import begin_turn
 from chat.conversations.service import Conversations
+from chat.conversations.turn import ConversationTurn
 from chat.errors import ChatError
 from chat.models.backend import Backend
 from chat.models.errors import InputTooLongError
@@ -109,6 +112,7 @@ class ChatService:
         )
         # Opened in the lifespan (it needs I/O): the SQLite file or Redis.
         self.conversations: Conversations | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # --- admission ------------------------------------------------------------------------
 
@@ -199,10 +203,21 @@ class ChatService:
             if turn is not None:
                 await turn.abandon()
             raise
-        # A pump task that never ran its events (cancelled at once) still gives everything back.
         if run.stream.task is not None:
-            run.stream.task.add_done_callback(lambda _: lease.release())
+            run.stream.task.add_done_callback(lambda _: self._never_ran(lease, turn))
         return run
+
+    def _never_ran(self, lease: RunLease, turn: ConversationTurn | None) -> None:
+        """The pump ended. If it never ran the events (cancelled before its first step), their
+        own clean-up never ran either: give the lease back, and the conversation's lock."""
+        if not lease.held:
+            return  # the events ended and released everything
+        lease.release()
+        if turn is not None:
+            with contextlib.suppress(RuntimeError):  # no loop left to run it on: it expires
+                task = asyncio.get_running_loop().create_task(turn.abandon())
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
 
     def model_settings_for(self, request_id: str) -> ModelSettings:
         """The backend's settings plus our request id, so the provider's logs can be joined."""

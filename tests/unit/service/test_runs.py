@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -135,3 +136,35 @@ async def test_start_when_pump_cancelled_before_it_ran_then_lease_still_released
 async def _settle() -> None:
     for _ in range(3):  # done callbacks run on the next loop iterations
         await asyncio.sleep(0)
+
+
+async def test_start_when_pump_cancelled_before_it_ran_then_conversation_released(
+    tmp_path: Path,
+) -> None:
+    from chat.conversations.service import Conversations
+
+    state = make_state(data_dir=str(tmp_path))
+    conversations = await Conversations.open(state.settings, state.backend)
+    state.service.conversations = conversations
+    try:
+        turn = ChatRequest(message="hello", conversation_id="c1")
+        run = await state.service.start(turn, request_id="r1", authorization=None)
+        assert run.stream is not None and run.stream.task is not None
+        run.stream.task.cancel()  # before its first step: the turn's own clean-up never runs
+        with pytest.raises(asyncio.CancelledError):
+            await run.stream.task
+        again = None
+        codes: list[str] = []
+        for _ in range(50):  # bounded: the release runs as a task of its own
+            await asyncio.sleep(0.01)
+            try:
+                again = await state.service.start(turn, request_id="r2", authorization=None)
+                break
+            except ChatError as busy:
+                codes.append(busy.code)
+        assert again is not None, "the conversation stayed locked"
+        assert set(codes) <= {"conversation_busy"}
+        await read_to_end(state, again)
+        assert held(state) == (0, 0)
+    finally:
+        await conversations.aclose()
