@@ -21,7 +21,11 @@ from chat.http.checks import (
     wants_json,
 )
 from chat.http.json_reply import json_reply, read_unless_disconnected
-from chat.http.replies import chat_error_response, store_unavailable_response
+from chat.http.replies import (
+    BEARER_CHALLENGE,
+    chat_error_response,
+    store_unavailable_response,
+)
 from chat.http.scope import access_record, app_state, request_id_of
 from chat.http.sse import event_stream
 from chat.requests import decode_chat_request
@@ -66,7 +70,7 @@ async def _start_run(request: Request, request_id: str, *, keep_text: bool) -> C
     service = state.service
     authorization = request.headers.get("authorization")
     if not is_authorized(authorization, settings.api_keys):
-        raise ChatError("unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        raise ChatError("unauthorized", headers=BEARER_CHALLENGE)
     if not is_json_content_type(request.headers.get("content-type")):
         raise ChatError("unsupported_media_type")
     refuse_declared_oversize(request, settings.max_body_bytes)

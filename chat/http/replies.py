@@ -13,6 +13,8 @@ from chat.errors import ChatError, spec_for
 from chat.http.checks import JSON_TYPE
 from chat.http.scope import request_id_of
 
+# The challenge a bearer-token client expects with every 401.
+BEARER_CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
 # Seconds a client is asked to wait while the stream store is away (the health probe's period).
 STORE_RETRY_AFTER: Final = "1"
 
@@ -53,7 +55,7 @@ def store_unavailable_response(request_id: str, headers: dict[str, str] | None =
 
 def unauthorized_response(request_id: str) -> Response:
     """401 with the challenge a bearer-token client expects."""
-    return error_response("unauthorized", request_id, headers={"WWW-Authenticate": "Bearer"})
+    return error_response("unauthorized", request_id, headers=BEARER_CHALLENGE)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
