@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -9,31 +10,58 @@ from typing import Any
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chat.events import encode_retry
-from chat.seams import drop_connection_header, send_directly_without_timeout
+from chat.run.deadlines import Watchdog
+from chat.seams import drop_connection_header, route_event_sends
 from chat.state import AppState
 from logging_config.dropped_readers import mark_reader_dropped
 
 log = structlog.get_logger(__name__)
 
 
-@send_directly_without_timeout
+@route_event_sends
 class _EventSourceResponse(EventSourceResponse):
-    """sse-starlette's response, plus what happens when a reader stops reading.
+    """sse-starlette's response, with one timer for its send timeout, and what happens when a
+    reader stops reading.
 
     With ``send_timeout`` set (``CHAT_SEND_TIMEOUT_S``), a send still blocked after that long
     (the reader's socket is full) makes sse-starlette close the body, so the reader detaches
     (the run follows the detached-grace rule), and raise ``SendTimeoutError``. That is the
     reader's doing, not a server error: it is logged as ``stream_send_timeout`` and the app
     returns, so uvicorn closes the connection (the body cannot be finished on a full socket).
-    Without a send timeout, events are sent directly (``chat.seams``).
+
+    The library opens a cancel scope (a timer) per event for that; here one ``Watchdog`` per
+    response serves every event: a send moves its deadline (a float), and the timer re-arms
+    only when it fires early, about once per ``send_timeout`` (``send_event``).
     """
 
     def __init__(self, *args: Any, access: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._access = access
+        self._send_watchdog: Watchdog | None = None
+
+    async def send_event(self, send: Send, message: Message) -> None:
+        """One ASGI message of the stream, bounded by ``send_timeout`` (sse-starlette's hook)."""
+        timeout = self.send_timeout
+        if timeout is None:
+            await send(message)
+            return
+        watchdog = self._send_watchdog
+        deadline = asyncio.get_running_loop().time() + timeout
+        if watchdog is None:
+            watchdog = self._send_watchdog = Watchdog(deadline)
+        elif watchdog.waiting:
+            # A ping while an event's send is blocked: it takes the library's own timer.
+            await self.library_send_event(send, message)  # type: ignore[attr-defined]
+            return
+        else:
+            watchdog.deadline = deadline
+        try:
+            await watchdog.wait(send(message))
+        except TimeoutError:
+            raise SendTimeoutError from None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -46,6 +74,9 @@ class _EventSourceResponse(EventSourceResponse):
                 stream_id=self._access.get("stream_id"),
                 send_timeout_s=self.send_timeout,
             )
+        finally:
+            if self._send_watchdog is not None:
+                self._send_watchdog.close()
 
 
 def event_stream(

@@ -40,6 +40,11 @@ class Watchdog:
         self._handle = self._loop.call_at(deadline, self._check)
 
     @property
+    def waiting(self) -> bool:
+        """Whether a ``wait()`` is in progress (the timer would cancel it)."""
+        return self._waiting
+
+    @property
     def deadline(self) -> float:
         """The loop time at which ``wait()`` gives up."""
         return self._deadline

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from agents import ModelSettings, RunConfig
 from openai._models import FinalRequestOptions
@@ -125,10 +126,14 @@ def test_sse_send_with_timeout_when_overridden_then_library_still_has_it() -> No
 
 
 @pytest.mark.anyio
-async def test_send_directly_without_timeout_when_no_timeout_then_send_called_at_once() -> None:
-    @seams.send_directly_without_timeout
-    class Direct(EventSourceResponse):
-        pass
+async def test_route_event_sends_when_library_sends_then_send_event_called() -> None:
+    routed: list[Any] = []
+
+    @seams.route_event_sends
+    class Routed(EventSourceResponse):
+        async def send_event(self, send: Any, message: Any) -> None:
+            routed.append(message)
+            await self.library_send_event(send, message)  # type: ignore[attr-defined]
 
     sent: list[Any] = []
 
@@ -138,12 +143,38 @@ async def test_send_directly_without_timeout_when_no_timeout_then_send_called_at
     async def body() -> Any:
         yield "x"
 
-    untimed = Direct(body())
-    await getattr(untimed, seams.SSE_SEND_WITH_TIMEOUT)(send, {"type": "a"})
-    timed = Direct(body(), send_timeout=5)
-    await getattr(timed, seams.SSE_SEND_WITH_TIMEOUT)(send, {"type": "b"})
-    assert sent == [{"type": "a"}, {"type": "b"}], _broke(
+    for response in (Routed(body()), Routed(body(), send_timeout=5)):
+        await getattr(response, seams.SSE_SEND_WITH_TIMEOUT)(send, {"type": "a"})
+    assert routed == [{"type": "a"}, {"type": "a"}]
+    assert sent == [{"type": "a"}, {"type": "a"}], _broke(
         "sse-starlette", "how EventSourceResponse._send_with_timeout sends an event"
+    )
+
+
+@pytest.mark.anyio
+async def test_route_event_sends_when_streaming_then_every_event_goes_through_send_event() -> None:
+    routed: list[Any] = []
+
+    @seams.route_event_sends
+    class Routed(EventSourceResponse):
+        async def send_event(self, send: Any, message: Any) -> None:
+            routed.append(message["type"])
+            await send(message)
+
+    async def body() -> Any:
+        yield "one"
+        yield "two"
+
+    async def receive() -> Any:
+        await anyio.sleep_forever()
+
+    async def send(message: Any) -> None:
+        return None
+
+    scope = {"type": "http", "method": "GET"}
+    await Routed(body(), ping=0)(scope, receive, send)
+    assert routed.count("http.response.body") >= 2, _broke(
+        "sse-starlette", "EventSourceResponse._stream_response sending through _send_with_timeout"
     )
 
 

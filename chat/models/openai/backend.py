@@ -21,8 +21,11 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
     """
     timeout = httpx2.Timeout(
         connect=settings.openai_connect_timeout_s,
-        # A read waits at most as long as we would wait for the next token anyway.
-        read=max(settings.first_token_timeout_s, settings.idle_timeout_s),
+        # No read timer: every read of a run waits under the run's own deadlines (first token,
+        # idle, total: chat/run/deadlines.py), which cancel the request when they pass. A read
+        # timer in the client would be re-armed on every network read (aiohttp: a new timer per
+        # chunk, 2 % of the server's CPU at 1,000 paced streams, py-spy).
+        read=None,
         write=30.0,
         pool=settings.openai_connect_timeout_s,
     )
