@@ -3,19 +3,29 @@
 Pure arithmetic, no clock and no I/O: ``chat/service/loop_lag.py`` measures the lag and calls
 ``AdaptiveLimit.observe`` once per window.
 
-The shape is that of Envoy's adaptive-concurrency gradient controller and Netflix's Gradient2
-(``limit = gradient * limit``, the gradient clamped so that one window can at most halve or
-double it), with the event loop's lag in place of a request's round-trip time. On one core a
+The decrease has the shape of Envoy's adaptive-concurrency gradient controller and Netflix's
+Gradient2 (``limit = gradient * limit``, the gradient clamped so that one window can at most halve
+it), with the event loop's lag in place of a request's round-trip time. On one core a
 stream costs CPU per token, so what it costs depends on its token rate; a count of streams per
 core cannot know that, but the loop can: while the core keeps up, a timer fires on time; once
 the work offered outruns it, every callback (a token to forward, a first token) waits behind the
 backlog, and the timer fires that much late. Lag is also blind to the provider's own latency,
 which a first-token baseline is not.
 
-- lag at or below the target: the limit grows (up to twice a window with no lag), from what is in
-  use if that is more, so the last window's shedding ends at once;
 - lag above the target: the limit drops below what is in use (to half at three times the target),
-  so new streams are refused from this window on while the admitted ones keep their pace.
+  so new streams are refused from this window on while the admitted ones keep their pace;
+- lag at or below the target while the loop's thread is ``busy_ceiling`` (80 %) busy or more: the
+  limit holds at what is in use, so a stream is admitted only when another leaves;
+- otherwise the limit grows by a step (``step`` plus ``growth`` of what is in use) from the larger
+  of the limit and what is in use, so the last window's shedding ends at once.
+
+The increase is additive and the decrease multiplicative (AIMD, as in TCP and the AIMD limit of
+Netflix's concurrency-limits), and it stops short of a full core, because what a new stream costs
+first is its set-up (about 3 ms of CPU here, against about 110 us a token): a limit that doubles
+after one calm window lets a whole window's arrivals in at once, their set-ups make the next
+window late, and every refusal then waits behind them. Measured at 1,000 streams offered at 250/s
+(same machine, same hour): a limit that doubled refused in p99 224 ms and admitted with
+first-token p99 307 ms; this rule refused in 8 ms and admitted with 85 ms.
 
 Lag counts only while this process is busy (its loop thread used at least ``busy_share`` of the
 window's wall time): a loop that is late while the process hardly runs is waiting for a core that
@@ -50,14 +60,19 @@ class LimitPolicy:
     floor: int = 4
     target_lag_s: float = 0.005
     busy_share: float = 0.5
+    busy_ceiling: float = 0.8
+    step: int = 4
+    growth: float = 0.02
 
     def __post_init__(self) -> None:
         if self.cap < 1 or self.floor < 1:
             raise ValueError("cap and floor must be at least 1")
         if self.target_lag_s <= 0:
             raise ValueError("target_lag_s must be positive")
-        if not 0 <= self.busy_share <= 1:
-            raise ValueError("busy_share must be between 0 and 1")
+        if not 0 <= self.busy_share <= 1 or not 0 < self.busy_ceiling <= 1:
+            raise ValueError("busy_share and busy_ceiling must be between 0 and 1")
+        if self.step < 1 or self.growth < 0:
+            raise ValueError("step must be at least 1 and growth not negative")
 
 
 def gradient(lag_s: float, target_s: float) -> float:
@@ -71,15 +86,19 @@ def counted_lag(sample: LoopSample, policy: LimitPolicy) -> float:
     return sample.lag_s if sample.busy >= policy.busy_share else 0.0
 
 
-def next_limit(limit: float, in_use: int, lag_s: float, policy: LimitPolicy) -> float:
-    """The limit for the next window, from this window's (counted) lag and the streams in use."""
-    ratio = gradient(lag_s, policy.target_lag_s)
+def next_limit(
+    limit: float, in_use: int, lag_s: float, policy: LimitPolicy, busy: float = 0.0
+) -> float:
+    """The limit for the next window, from this window's (counted) lag, the share of the window
+    the loop's thread was busy, and the streams in use."""
     if lag_s > policy.target_lag_s:
         # From what is in use, not from a limit that may stand far above it: the streams in use
         # are what makes the loop late, and refusing must start now, not after several windows.
-        new = min(limit, in_use) * ratio
+        new = min(limit, in_use) * gradient(lag_s, policy.target_lag_s)
+    elif busy >= policy.busy_ceiling:
+        new = min(limit, in_use)  # nearly a full core: one in only as one leaves
     else:
-        new = max(max(limit, in_use) * ratio, in_use + 1)
+        new = max(limit, in_use) + policy.step + in_use * policy.growth
     return float(min(policy.cap, max(policy.floor, new)))
 
 
@@ -124,6 +143,8 @@ class AdaptiveLimit:
         """Take one window's sample; set and return the new limit."""
         self.last = sample
         lag_s = counted_lag(sample, self.policy)
-        self._estimate = next_limit(self._estimate, self._slots.in_use, lag_s, self.policy)
+        self._estimate = next_limit(
+            self._estimate, self._slots.in_use, lag_s, self.policy, sample.busy
+        )
         self._slots.limit = int(self._estimate)
         return self._slots.limit
