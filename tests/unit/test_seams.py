@@ -210,6 +210,7 @@ def test_uvicorn_sigterm_handler_when_uvicorn_captures_signals_then_it_can_be_ca
     None
 ):
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
     server = uvicorn.Server(uvicorn.Config(app=None))
     with server.capture_signals():
@@ -219,8 +220,14 @@ def test_uvicorn_sigterm_handler_when_uvicorn_captures_signals_then_it_can_be_ca
         "uvicorn", "Server.capture_signals (SIGTERM no longer Server.handle_exit)"
     )
     # Called after capture_signals has ended, so uvicorn re-raises nothing in the test process.
-    handler(signal.SIGTERM, None)
-    assert server.should_exit, _broke("uvicorn", "Server.handle_exit(signum, frame)")
+    # sse-starlette's patch of handle_exit sets its process-wide exit flag: every later app in
+    # this process would think it is shutting down, so the flag is put back.
+    exiting = AppStatus.should_exit
+    try:
+        handler(signal.SIGTERM, None)
+        assert server.should_exit, _broke("uvicorn", "Server.handle_exit(signum, frame)")
+    finally:
+        AppStatus.should_exit = exiting
 
 
 def test_uvicorn_sigterm_handler_when_default_disposition_then_none() -> None:
