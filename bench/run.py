@@ -443,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     day = results["date"][:10]
     out = args.out or RESULTS_DIR / f"{day}.json"
     out.write_text(json.dumps(results, indent=2))
-    drew = report.plot(results, PLOT_PATH)
+    # The README's plot only from a whole run; a partial one (--servers, --quick) goes beside
+    # its results.
+    whole = {"service", "naive", "bare"} <= results["servers"].keys() and not args.quick
+    plot_path = PLOT_PATH if whole else out.with_suffix(".png")
+    drew = report.plot(results, plot_path)
     info = results["machine"]
     print()
     print(f"{results['date']} · {info['cpu']} · {info['cores']} cores · Python {info['python']}")
@@ -457,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     print(conversations.report_lines(results))
     print()
     print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    print(f"plot: {PLOT_PATH.relative_to(ROOT)}" if drew else "plot: skipped (no matplotlib)")
+    shown = plot_path.relative_to(ROOT) if plot_path.is_relative_to(ROOT) else plot_path
+    print(f"plot: {shown}" if drew else "plot: skipped (no matplotlib)")
     return 0
 
 
