@@ -250,6 +250,10 @@ def percentiles(values: Sequence[float], points: Sequence[int] = (50, 90, 99)) -
     return out
 
 
+# Loads running now in this process (they may overlap): the heap stays frozen while any does.
+_loads_measuring = 0
+
+
 @contextlib.contextmanager
 def measuring() -> Iterator[None]:
     """Freeze this process's heap for one load, so its collections skip what earlier ones left.
@@ -261,19 +265,17 @@ def measuring() -> Iterator[None]:
     process (gc callbacks, 2026-12-07). Frozen objects are never scanned; what the load itself
     allocates is collected as usual.
     """
-    _frozen[0] += 1
-    if _frozen[0] == 1:  # loads that overlap share one freeze
+    global _loads_measuring
+    _loads_measuring += 1
+    if _loads_measuring == 1:  # loads that overlap share one freeze
         gc.collect()
         gc.freeze()
     try:
         yield
     finally:
-        _frozen[0] -= 1
-        if _frozen[0] == 0:
+        _loads_measuring -= 1
+        if _loads_measuring == 0:
             gc.unfreeze()
-
-
-_frozen = [0]
 
 
 class _OpenCounter:

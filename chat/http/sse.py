@@ -53,7 +53,7 @@ class _EventSourceResponse(EventSourceResponse):
         if watchdog is None:
             watchdog = self._send_watchdog = Watchdog(deadline)
         elif watchdog.waiting:
-            # A ping while an event's send is blocked: it takes the library's own timer.
+            # A second send while one is blocked (a ping and an event): the library's timer.
             await self.library_send_event(send, message)  # type: ignore[attr-defined]
             return
         else:
