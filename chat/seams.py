@@ -48,6 +48,7 @@ __all__ = [
     "run_config",
     "set_provider_request_id",
     "sqlite_session_file_lock",
+    "static_prompt_codes",
     "uvicorn_is_exiting",
     "uvicorn_sigterm_handler",
 ]
@@ -248,22 +249,53 @@ def empty_hook_codes() -> frozenset[CodeType]:
     return frozenset(f.__code__ for f in candidates if _is_empty_coroutine_function(f))
 
 
+def static_prompt_codes() -> frozenset[CodeType]:
+    """The code of ``Agent.get_system_prompt`` and ``Agent.get_prompt``."""
+    from agents import Agent
+
+    return frozenset({Agent.get_system_prompt.__code__, Agent.get_prompt.__code__})
+
+
+def _is_static_prompt_call(awaitable: Any, codes: frozenset[CodeType]) -> bool:
+    """Whether ``awaitable`` is a not yet started ``get_system_prompt``/``get_prompt`` of an
+    agent whose instructions are a string (or none) and that has no prompt: such a call only
+    returns that string (or None), running no code of the user's and never suspending."""
+    if (
+        type(awaitable) is not CoroutineType
+        or awaitable.cr_code not in codes
+        or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED
+    ):
+        return False
+    agent = awaitable.cr_frame.f_locals.get("self")
+    instructions = getattr(agent, "instructions", None)
+    return (instructions is None or isinstance(instructions, str)) and (
+        getattr(agent, "prompt", None) is None
+    )
+
+
 def _skipping_empty_hooks(
-    gather: Callable[..., Awaitable[tuple[Any, ...]]], empty: frozenset[CodeType]
+    gather: Callable[..., Awaitable[tuple[Any, ...]]],
+    empty: frozenset[CodeType],
+    prompts: frozenset[CodeType] = frozenset(),
 ) -> Callable[..., Awaitable[tuple[Any, ...]]]:
-    """``gather``, returning at once when there is nothing to run but empty hooks.
+    """``gather``, without tasks when there is nothing to run but empty hooks or static prompts.
 
     The SDK's ``gather_with_cancel`` runs every hook call as a task and waits for them all, also
     when there are none and when each is a default hook whose body is ``pass``: eight gathers a
     run here (agent start, prompt, LLM start and end, tools, handoffs, agent end), 16 tasks and a
     turn of the event loop each (~22 us apiece), two of them before the model request goes out.
     An empty coroutine that never started returns None and does nothing else: closing it is
-    the same. Anything else (a user's hooks, the system prompt) goes to the SDK's gather.
+    the same. The agent's system prompt and prompt are gathered the same way before every model
+    request; for string instructions and no prompt they only return values, so they are awaited
+    in turn, in this task. Anything else (a user's hooks, dynamic instructions) goes to the
+    SDK's gather.
     """
 
     async def gather_with_cancel(
         *awaitables: Awaitable[Any], on_child_failure: Callable[[BaseException], None] | None = None
     ) -> tuple[Any, ...]:
+        if awaitables and all(_is_static_prompt_call(a, prompts) for a in awaitables):
+            return tuple([await awaitable for awaitable in awaitables])
         for awaitable in awaitables:
             if (
                 type(awaitable) is not CoroutineType
@@ -279,6 +311,39 @@ def _skipping_empty_hooks(
     return gather_with_cancel
 
 
+# The fields of the SDK's ToolExecutionPlan that hold work; a plan with all of them empty runs
+# nothing, whichever way it is run.
+TOOL_PLAN_WORK: Final = (
+    "function_runs",
+    "computer_actions",
+    "custom_tool_calls",
+    "shell_calls",
+    "apply_patch_calls",
+    "local_shell_calls",
+)
+
+
+def _empty_plans_in_sequence(
+    execute_tool_plan: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    """The SDK's ``_execute_tool_plan``, taking its own sequential branch for a plan of no work.
+
+    At the end of every turn the SDK runs the turn's tool plan: by default (``parallel=True``)
+    six ``execute_*`` coroutines in a ``gather_with_cancel``, six tasks and an ``asyncio.Event``,
+    also when every list is empty, as it is for every answer that calls no tool. With nothing
+    to run, its ``parallel=False`` branch (the same six calls awaited in turn) returns the same
+    tuple without a task. Any plan with work goes the SDK's way untouched.
+    """
+
+    async def run_tool_plan(*, plan: Any, **kwargs: Any) -> Any:
+        if not any(getattr(plan, name) for name in TOOL_PLAN_WORK):
+            kwargs["parallel"] = False
+        return await execute_tool_plan(plan=plan, **kwargs)
+
+    run_tool_plan.__wrapped__ = execute_tool_plan  # type: ignore[attr-defined]
+    return run_tool_plan
+
+
 def install_sdk_fast_paths() -> None:
     """Replace SDK internals that do per-run work with the same result, cheaper (idempotent)."""
     import importlib
@@ -290,11 +355,15 @@ def install_sdk_fast_paths() -> None:
     if not hasattr(current, "__wrapped__"):
         identity._build_agent_identity_map = _single_agent_identity_map(current)
     original = _asyncio_tasks.gather_with_cancel
-    fast = _skipping_empty_hooks(original, empty_hook_codes())
+    fast = _skipping_empty_hooks(original, empty_hook_codes(), static_prompt_codes())
     for name in SDK_GATHERING_MODULES:
         module = importlib.import_module(name)
         if getattr(module, "gather_with_cancel", None) is original:
             module.gather_with_cancel = fast  # type: ignore[attr-defined]
+    turn_resolution = importlib.import_module("agents.run_internal.turn_resolution")
+    plan_runner = turn_resolution._execute_tool_plan
+    if not hasattr(plan_runner, "__wrapped__"):
+        turn_resolution._execute_tool_plan = _empty_plans_in_sequence(plan_runner)
 
 
 # --- Agents SDK sessions (openai-agents 0.24) -------------------------------------------------

@@ -395,6 +395,92 @@ async def test_gather_fast_path_when_a_hook_does_work_then_the_sdk_gather_runs_i
     assert await gather(value(), RunHooks().on_agent_start(None, agent)) == (7, None)
 
 
+@pytest.mark.anyio
+async def test_gather_fast_path_when_static_prompts_then_no_task_and_the_sdk_values() -> None:
+    import asyncio
+
+    from agents import Agent
+    from agents.run_internal import run_loop
+
+    seams.install_sdk_fast_paths()
+    gather = run_loop.gather_with_cancel
+    sdk_gather = gather.__wrapped__  # type: ignore[attr-defined]
+    for agent in (Agent(name="a", instructions="Be brief."), Agent(name="b")):
+        tasks_before = asyncio.all_tasks()
+        fast = await gather(agent.get_system_prompt(None), agent.get_prompt(None))  # type: ignore[arg-type]
+        assert asyncio.all_tasks() <= tasks_before  # no task was made
+        sdk = await sdk_gather(agent.get_system_prompt(None), agent.get_prompt(None))  # type: ignore[arg-type]
+        assert fast == sdk == (agent.instructions, None), _broke(
+            "openai-agents", "Agent.get_system_prompt/get_prompt for string instructions"
+        )
+
+
+@pytest.mark.anyio
+async def test_gather_fast_path_when_instructions_a_function_then_the_sdk_gather_runs_them() -> (
+    None
+):
+    from agents import Agent
+    from agents.run_internal import run_loop
+
+    seams.install_sdk_fast_paths()
+    called: list[str] = []
+
+    def instructions(context: Any, agent: Any) -> str:
+        called.append(agent.name)
+        return "dynamic"
+
+    agent: Any = Agent(name="d", instructions=instructions)
+    call = agent.get_system_prompt(None)
+    assert not seams._is_static_prompt_call(call, seams.static_prompt_codes())
+    call.close()
+    gather = run_loop.gather_with_cancel
+    assert await gather(agent.get_system_prompt(None), agent.get_prompt(None)) == ("dynamic", None)
+    assert called == ["d"]
+
+
+def test_tool_plan_fast_path_when_installed_then_turn_resolution_runs_plans_through_it() -> None:
+    import dataclasses
+    import inspect as inspecting
+
+    from agents.run_internal import tool_planning, turn_resolution
+
+    seams.install_sdk_fast_paths()
+    fast = turn_resolution._execute_tool_plan
+    assert getattr(fast, "__wrapped__", None) is tool_planning._execute_tool_plan, _broke(
+        "openai-agents", "turn_resolution._execute_tool_plan (imported differently)"
+    )
+    parameters = inspecting.signature(tool_planning._execute_tool_plan).parameters
+    assert {"plan", "parallel"} <= set(parameters), _broke(
+        "openai-agents", "_execute_tool_plan(plan=..., parallel=...)"
+    )
+    fields = {f.name for f in dataclasses.fields(tool_planning.ToolExecutionPlan)}
+    not_work = {"pending_interruptions", "approved_mcp_responses", "mcp_requests_with_callback"}
+    assert fields == set(seams.TOOL_PLAN_WORK) | not_work, _broke(
+        "openai-agents", "ToolExecutionPlan's fields (a new kind of tool work?)"
+    )
+
+
+@pytest.mark.anyio
+async def test_tool_plan_fast_path_when_plan_has_no_work_then_sequential_else_untouched() -> None:
+    from agents.run_internal.tool_planning import ToolExecutionPlan
+
+    seen: list[dict[str, Any]] = []
+
+    async def sdk_execute(**kwargs: Any) -> str:
+        seen.append(kwargs)
+        return "ran"
+
+    fast = seams._empty_plans_in_sequence(sdk_execute)
+    empty = ToolExecutionPlan()
+    busy = ToolExecutionPlan(shell_calls=[object()])  # type: ignore[list-item]
+    assert await fast(plan=empty, hooks=None) == "ran"
+    assert await fast(plan=busy, hooks=None) == "ran"
+    assert seen == [
+        {"plan": empty, "hooks": None, "parallel": False},
+        {"plan": busy, "hooks": None},
+    ]
+
+
 SQLITE_SESSION_INTERNALS = (
     "_acquire_file_lock",
     "_release_file_lock",
