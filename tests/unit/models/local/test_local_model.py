@@ -115,14 +115,15 @@ async def _first_item(engine: LocalEngine, message: str) -> float:
     raise AssertionError("no text came back")
 
 
-async def _threads_settle_at(baseline: int) -> bool:
-    """Whether the thread count comes back to ``baseline``: asyncio's child watcher thread of an
-    exited worker process ends a moment after the process is reaped."""
+async def _threads_settle_at(baseline: set[threading.Thread]) -> bool:
+    """Whether every thread started since ``baseline`` has ended: asyncio's child watcher thread
+    of an exited worker process ends a moment after the process is reaped. Threads of earlier
+    tests may end meanwhile (a count would then never come back to the baseline's)."""
     for _ in range(100):  # bounded: 5 s
-        if threading.active_count() == baseline:
+        if set(threading.enumerate()) <= baseline:
             return True
         await asyncio.sleep(0.05)
-    return threading.active_count() == baseline
+    return set(threading.enumerate()) <= baseline
 
 
 async def _drain(stream: AsyncIterator[Any]) -> None:
@@ -266,7 +267,7 @@ MAX_TOKENS_AFTER_CANCEL = 8
 async def test_run_when_consumer_cancels_mid_generation_then_worker_stops_and_next_starts(
     engine: LocalEngine, worker_jobs: WorkerJobs
 ) -> None:
-    baseline_threads = threading.active_count()
+    baseline_threads = set(threading.enumerate())
     result = Runner.run_streamed(
         _agent(engine), input=LONG_ANSWER, run_config=_run_config(max_tokens=1000)
     )
@@ -300,7 +301,7 @@ async def test_run_when_consumer_cancels_mid_generation_then_worker_stops_and_ne
 async def test_generate_when_task_cancelled_then_worker_stops_within_a_few_tokens(
     engine: LocalEngine, worker_jobs: WorkerJobs
 ) -> None:
-    baseline_threads = threading.active_count()
+    baseline_threads = set(threading.enumerate())
     first_piece = asyncio.Event()
     pieces = 0
 
@@ -421,7 +422,7 @@ async def test_run_when_prompt_exceeds_context_then_context_overflow_and_engine_
 @pytest.mark.anyio
 async def test_aclose_when_stream_open_then_stream_ends_not_ready_and_no_thread_left() -> None:
     pytest.importorskip("llama_cpp")
-    baseline_threads = threading.active_count()
+    baseline_threads = set(threading.enumerate())
     closing = LocalEngine(default_model_path(), context=2048, max_output_tokens=1000, max_queue=1)
     with anyio.fail_after(STEP_TIMEOUT_S):
         await closing.load()
@@ -559,7 +560,7 @@ async def test_load_when_gguf_magic_but_corrupt_then_local_model_error_and_no_th
     pytest.importorskip("llama_cpp")
     path = tmp_path / "corrupt.gguf"
     path.write_bytes(b"GGUF" + b"\0" * 64)
-    baseline_threads = threading.active_count()
+    baseline_threads = set(threading.enumerate())
     broken = LocalEngine(path, threads=1, context=256, max_output_tokens=8, max_queue=0)
     with anyio.fail_after(STEP_TIMEOUT_S), pytest.raises(LocalModelError) as caught:
         await broken.load()
@@ -573,7 +574,7 @@ async def test_load_when_gguf_magic_but_corrupt_then_local_model_error_and_no_th
 async def test_load_when_file_missing_then_local_model_error_before_any_thread(
     tmp_path: Path,
 ) -> None:
-    baseline_threads = threading.active_count()
+    baseline_threads = set(threading.enumerate())
     missing = LocalEngine(tmp_path / "x.gguf", context=256, max_output_tokens=8, max_queue=0)
     with pytest.raises(LocalModelError, match="does not exist"):
         await missing.load()
