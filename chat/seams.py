@@ -273,7 +273,7 @@ def _is_static_prompt_call(awaitable: Any, codes: frozenset[CodeType]) -> bool:
     )
 
 
-def _skipping_empty_hooks(
+def _gather_without_idle_tasks(
     gather: Callable[..., Awaitable[tuple[Any, ...]]],
     empty: frozenset[CodeType],
     prompts: frozenset[CodeType] = frozenset(),
@@ -355,7 +355,7 @@ def install_sdk_fast_paths() -> None:
     if not hasattr(current, "__wrapped__"):
         identity._build_agent_identity_map = _single_agent_identity_map(current)
     original = _asyncio_tasks.gather_with_cancel
-    fast = _skipping_empty_hooks(original, empty_hook_codes(), static_prompt_codes())
+    fast = _gather_without_idle_tasks(original, empty_hook_codes(), static_prompt_codes())
     for name in SDK_GATHERING_MODULES:
         module = importlib.import_module(name)
         if getattr(module, "gather_with_cancel", None) is original:
