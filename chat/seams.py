@@ -256,15 +256,20 @@ def static_prompt_codes() -> frozenset[CodeType]:
     return frozenset({Agent.get_system_prompt.__code__, Agent.get_prompt.__code__})
 
 
+def _is_unstarted_call(awaitable: Any, codes: frozenset[CodeType]) -> bool:
+    """Whether ``awaitable`` is a coroutine of one of ``codes`` that has not started yet."""
+    return (
+        type(awaitable) is CoroutineType
+        and awaitable.cr_code in codes
+        and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+    )
+
+
 def _is_static_prompt_call(awaitable: Any, codes: frozenset[CodeType]) -> bool:
     """Whether ``awaitable`` is a not yet started ``get_system_prompt``/``get_prompt`` of an
     agent whose instructions are a string (or none) and that has no prompt: such a call only
     returns that string (or None), running no code of the user's and never suspending."""
-    if (
-        type(awaitable) is not CoroutineType
-        or awaitable.cr_code not in codes
-        or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED
-    ):
+    if not _is_unstarted_call(awaitable, codes):
         return False
     agent = awaitable.cr_frame.f_locals.get("self")
     instructions = getattr(agent, "instructions", None)
@@ -296,13 +301,8 @@ def _gather_without_idle_tasks(
     ) -> tuple[Any, ...]:
         if awaitables and all(_is_static_prompt_call(a, prompts) for a in awaitables):
             return tuple([await awaitable for awaitable in awaitables])
-        for awaitable in awaitables:
-            if (
-                type(awaitable) is not CoroutineType
-                or awaitable.cr_code not in empty
-                or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED
-            ):
-                return await gather(*awaitables, on_child_failure=on_child_failure)
+        if not all(_is_unstarted_call(a, empty) for a in awaitables):
+            return await gather(*awaitables, on_child_failure=on_child_failure)
         for awaitable in awaitables:
             awaitable.close()  # type: ignore[attr-defined]
         return (None,) * len(awaitables)
