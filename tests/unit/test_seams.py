@@ -561,3 +561,74 @@ def test_redis_session_keys_when_compared_then_the_sdk_session_uses_them() -> No
     assert seams.redis_session_keys("p:session", "c1") == keys, _broke(
         "openai-agents", "RedisSession's key layout (chat.seams.redis_session_keys)"
     )
+
+
+def test_sandbox_cleanup_release_when_installed_then_results_clean_up_through_it() -> None:
+    from agents.result import RunResultStreaming
+
+    seams.install_sdk_fast_paths()
+    installed = RunResultStreaming._run_sandbox_cleanup
+    assert hasattr(installed, "__wrapped__"), _broke(
+        "openai-agents", "RunResultStreaming._run_sandbox_cleanup (gone or renamed)"
+    )
+    fields = {f.name for f in dataclasses.fields(RunResultStreaming)}
+    assert {"_sandbox_cleanup", "_sandbox_cleanup_task"} <= fields, _broke(
+        "openai-agents", "RunResultStreaming's _sandbox_cleanup fields"
+    )
+
+
+@pytest.mark.anyio
+async def test_sandbox_cleanup_release_when_run_ends_then_result_freed_without_collector() -> None:
+    import gc
+    import weakref
+
+    from agents import Agent, Runner
+
+    from tests.unit.run.test_consumer import ScriptModel
+
+    seams.install_sdk_fast_paths()
+    agent: Any = Agent(name="t", instructions="Be brief.", model=ScriptModel(["a", "b"]))
+    gc.collect()
+    gc.disable()  # what the run leaves must go by reference counting alone
+    try:
+        result = Runner.run_streamed(agent, "hi", run_config=RunConfig(tracing_disabled=True))
+        async for _ in result.stream_events():
+            pass
+        assert result._sandbox_cleanup is None, _broke(
+            "openai-agents", "when the streamed result runs its sandbox cleanup"
+        )
+        freed = weakref.ref(result)
+        del result
+        assert freed() is None, _broke(
+            "openai-agents", "what refers back to a streamed result (a new reference cycle)"
+        )
+    finally:
+        gc.enable()
+
+
+@pytest.mark.anyio
+async def test_sandbox_cleanup_release_when_pending_or_cancelled_then_closure_kept() -> None:
+    import asyncio
+
+    class Result:
+        def __init__(self, task: asyncio.Future[None] | None) -> None:
+            self._sandbox_cleanup = object()
+            self._sandbox_cleanup_task = task
+
+    async def sdk_cleanup(result: Any) -> None:
+        return None
+
+    release = seams._cleanup_then_release(sdk_cleanup)
+    loop = asyncio.get_running_loop()
+    never_ran = Result(None)
+    cancelled = Result(loop.create_future())
+    assert cancelled._sandbox_cleanup_task is not None
+    cancelled._sandbox_cleanup_task.cancel()
+    done = Result(loop.create_future())
+    assert done._sandbox_cleanup_task is not None
+    done._sandbox_cleanup_task.set_result(None)
+    for result in (never_ran, cancelled, done):
+        await release(result)
+    assert never_ran._sandbox_cleanup is not None
+    assert cancelled._sandbox_cleanup is not None  # a later call re-raises the cancellation
+    assert done._sandbox_cleanup is None
