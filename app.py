@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from chat.conversations.service import Conversations, check_data_dir
+from chat.errors import CHOSEN_REFUSALS
 from chat.http.cors import AllowlistCORSMiddleware
 from chat.http.replies import http_exception_handler
 from chat.http.routes import api_routes
@@ -123,6 +124,7 @@ def create_app(
             AccessLogMiddleware,
             # The request counter of /metrics, fed when each response ends (not per chunk).
             on_finish=recorder.request_finished if recorder.enabled else None,
+            shed_outcomes=CHOSEN_REFUSALS,
         ),
     ]
     if settings.cors_origins:

@@ -43,6 +43,10 @@ ERRORS: Final[dict[str, ErrorSpec]] = {
     "internal_error": ErrorSpec(500, "Internal server error.", True),
 }
 
+# 503s answered by design, not by a failure: load shedding, a drain, a model still loading.
+# The access log writes them at warning, so an alert on error lines does not fire on each one.
+CHOSEN_REFUSALS: Final = frozenset({"overloaded", "shutting_down", "not_ready"})
+
 
 def spec_for(code: str) -> ErrorSpec:
     """The spec of a known code; unknown codes are treated as internal errors."""

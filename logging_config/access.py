@@ -13,6 +13,7 @@ __all__ = [
     "ACCESS_STATE_KEY",
     "AccessLogMiddleware",
     "access_fields",
+    "access_level",
     "elapsed_ms",
     "response_status",
 ]
@@ -38,6 +39,17 @@ def elapsed_ms(start: float, end: float) -> float:
 def response_status(status: int | None, raised: bool) -> int | None:
     """The status to log: 500 if the app raised, None if no response ever started."""
     return 500 if raised else status
+
+
+def access_level(status: int | None, outcome: object, shed_outcomes: frozenset[str]) -> str:
+    """The access line's level: ``error`` for a 5xx, unless the service chose to answer it.
+
+    A 5xx whose outcome is in ``shed_outcomes`` (load shedding, a drain) is the service working
+    as designed: ``warning``, so an alert on error lines does not fire on every refusal.
+    """
+    if status is None or status < 500:
+        return "info"
+    return "warning" if outcome in shed_outcomes else "error"
 
 
 def access_fields(
@@ -75,6 +87,7 @@ class AccessLogMiddleware:
     endpoint writes there (also from a stream that outlives the endpoint function) is in the
     line, which is written once the response finished. ``on_finish`` (the request counter of
     ``/metrics``) gets the same figures then, so nothing else has to wrap the streaming path.
+    A 5xx is logged at ``error``, or at ``warning`` when its ``outcome`` is in ``shed_outcomes``.
     """
 
     def __init__(
@@ -84,11 +97,13 @@ class AccessLogMiddleware:
         log_client: bool = True,
         clock: Callable[[], float] = time.perf_counter,
         on_finish: FinishHook | None = None,
+        shed_outcomes: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.log_client = log_client
         self.clock = clock
         self.on_finish = on_finish
+        self.shed_outcomes = shed_outcomes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,9 +144,12 @@ class AccessLogMiddleware:
             )
             if cancelled:
                 fields.setdefault("outcome", "cancelled")
-            if logged_status is not None and logged_status >= 500:
-                _log.error("request", **fields)
-            else:
+            level = access_level(logged_status, fields.get("outcome"), self.shed_outcomes)
+            if level == "info":
                 _log.info("request", **fields)
+            elif level == "warning":
+                _log.warning("request", **fields)
+            else:
+                _log.error("request", **fields)
             if self.on_finish is not None:
                 self.on_finish(scope, logged_status, record)

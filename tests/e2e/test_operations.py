@@ -28,6 +28,14 @@ def test_streams_over_limit_when_posted_then_503_overloaded_with_retry_after() -
             assert second.json()["error"]["code"] == "overloaded"
             assert second.headers["retry-after"].isdigit()
             assert second.json()["error"]["request_id"] == second.headers["x-request-id"]
+        # Shedding is the service working as designed: its access line is a warning, not an
+        # error an alert would fire on.
+        refusal = service.wait_for_log(event="request", request_id=second.headers["x-request-id"])
+        assert (refusal["status"], refusal["outcome"], refusal["level"]) == (
+            503,
+            "overloaded",
+            "warning",
+        )
         # The slot is free again once the first client has gone and its run was cancelled.
         service.wait_for_log(event="stream_detached_cancel")
         for _ in range(100):  # bounded: the cancelled run ends within a few loop turns

@@ -13,6 +13,7 @@ from logging_config.access import (
     ACCESS_STATE_KEY,
     AccessLogMiddleware,
     access_fields,
+    access_level,
     elapsed_ms,
     response_status,
 )
@@ -61,6 +62,23 @@ class TestHelpers:
         self, start: float, end: float, expected: float
     ) -> None:
         assert elapsed_ms(start, end) == expected
+
+    @pytest.mark.parametrize(
+        ("status", "outcome", "expected"),
+        [
+            (200, "done", "info"),
+            (None, "client_disconnected", "info"),
+            (422, "invalid_request", "info"),
+            (503, "overloaded", "warning"),
+            (503, "store_unavailable", "error"),
+            (500, "internal_error", "error"),
+            (500, None, "error"),
+        ],
+    )
+    def test_access_level_when_status_and_outcome_then_level(
+        self, status: int | None, outcome: str | None, expected: str
+    ) -> None:
+        assert access_level(status, outcome, frozenset({"overloaded"})) == expected
 
     @pytest.mark.parametrize(
         ("status", "raised", "expected"),
@@ -189,6 +207,27 @@ class TestAccessLogMiddleware:
         logs.configure()
         await AccessLogMiddleware(app_with_status(status))(http_scope(), asgi_receive, sent)
         assert [(r["status"], r["level"]) for r in logs.records()] == [(status, "error")]
+
+    @pytest.mark.parametrize(
+        ("outcome", "level"), [("overloaded", "warning"), ("store_unavailable", "error")]
+    )
+    async def test_access_when_503_then_shed_outcomes_warning_others_error(
+        self,
+        http_scope: Callable[..., Scope],
+        asgi_receive: Receive,
+        sent: Sent,
+        logs: LogBuffer,
+        outcome: str,
+        level: str,
+    ) -> None:
+        async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"][ACCESS_STATE_KEY]["outcome"] = outcome
+            await app_with_status(503)(scope, receive, send)
+
+        logs.configure()
+        middleware = AccessLogMiddleware(refusing, shed_outcomes=frozenset({"overloaded"}))
+        await middleware(http_scope(), asgi_receive, sent)
+        assert [(r["outcome"], r["level"]) for r in logs.records()] == [(outcome, level)]
 
     async def test_access_when_app_raises_inside_correlation_then_500_logged_and_answered(
         self, http_scope: Callable[..., Scope], asgi_receive: Receive, sent: Sent, logs: LogBuffer
