@@ -145,11 +145,6 @@ class AccessLogMiddleware:
             if cancelled:
                 fields.setdefault("outcome", "cancelled")
             level = access_level(logged_status, fields.get("outcome"), self.shed_outcomes)
-            if level == "info":
-                _log.info("request", **fields)
-            elif level == "warning":
-                _log.warning("request", **fields)
-            else:
-                _log.error("request", **fields)
+            getattr(_log, level)("request", **fields)
             if self.on_finish is not None:
                 self.on_finish(scope, logged_status, record)
